@@ -1,0 +1,338 @@
+//! The one typed configuration of a Pepeunit server.
+//!
+//! Layers, each overriding the one before: built-in defaults that need nothing installed, an optional TOML
+//! file (`--config` / `PEPEUNIT_CONFIG`), then `PEPEUNIT_*` environment variables and command-line flags.
+//! Every knob is a flag with an environment variable, so `pepeunit serve --help` is the full reference.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A value that must never reach a log line, an error message or `pepeunit config`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("********")
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The effective configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: Option<Secret>,
+    pub database_max_connections: u32,
+    pub http_bind: SocketAddr,
+    pub public_url: String,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub secret_key: Option<Secret>,
+    pub encryption_key: Option<Secret>,
+    pub access_token_ttl_seconds: u64,
+    pub refresh_token_ttl_seconds: u64,
+    pub max_body_bytes: usize,
+    pub graphql_max_depth: usize,
+    pub graphql_max_complexity: usize,
+    pub login_max_failures: u32,
+    pub login_failure_window_seconds: u64,
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            database_max_connections: 16,
+            http_bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            secret_key: None,
+            encryption_key: None,
+            access_token_ttl_seconds: 15 * 60,
+            refresh_token_ttl_seconds: 30 * 24 * 3600,
+            max_body_bytes: 1024 * 1024,
+            graphql_max_depth: 12,
+            graphql_max_complexity: 500,
+            login_max_failures: 10,
+            login_failure_window_seconds: 300,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// Every knob as a flag and an environment variable; unset ones fall through to the file and the defaults.
+#[derive(Clone, Debug, Default, Args, Serialize)]
+pub struct ConfigArgs {
+    /// TOML file with any of the settings below (keys as the long flag names, with `_` for `-`).
+    #[arg(long = "config", env = "PEPEUNIT_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+
+    /// Directory for the SQLite database, generated secrets and repository mirrors [default: ./data]
+    #[arg(long, env = "PEPEUNIT_DATA_DIR", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Database URL: `sqlite://path?mode=rwc` or `postgres://user:pass@host/db` [default: SQLite in the data dir]
+    #[arg(
+        long,
+        env = "PEPEUNIT_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+
+    /// Largest number of pooled database connections [default: 16]
+    #[arg(long, env = "PEPEUNIT_DATABASE_MAX_CONNECTIONS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_max_connections: Option<u32>,
+
+    /// Address the HTTP server listens on [default: 127.0.0.1:8080]
+    #[arg(long, env = "PEPEUNIT_HTTP_BIND", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_bind: Option<SocketAddr>,
+
+    /// URL users and devices reach this instance at [default: http://127.0.0.1:8080]
+    #[arg(long, env = "PEPEUNIT_PUBLIC_URL", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+
+    /// Log filter, e.g. `info` or `pepeunit_backend=debug,info` [default: info]
+    #[arg(long, env = "PEPEUNIT_LOG_LEVEL", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+
+    /// Log line format [default: text]
+    #[arg(long, env = "PEPEUNIT_LOG_FORMAT", global = true, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+
+    /// Key that signs JWTs (at least 32 bytes) [default: generated into <data dir>/secrets.toml]
+    #[arg(
+        long,
+        env = "PEPEUNIT_SECRET_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+
+    /// Base64 of the 32-byte AES-256-GCM master key for secrets at rest [default: generated into <data dir>/secrets.toml]
+    #[arg(
+        long,
+        env = "PEPEUNIT_ENCRYPTION_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<String>,
+
+    /// Lifetime of an access token in seconds [default: 900]
+    #[arg(long, env = "PEPEUNIT_ACCESS_TOKEN_TTL_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token_ttl_seconds: Option<u64>,
+
+    /// Lifetime of a refresh token in seconds [default: 2592000]
+    #[arg(long, env = "PEPEUNIT_REFRESH_TOKEN_TTL_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token_ttl_seconds: Option<u64>,
+
+    /// Largest accepted request body in bytes [default: 1048576]
+    #[arg(long, env = "PEPEUNIT_MAX_BODY_BYTES", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Deepest GraphQL query accepted [default: 12]
+    #[arg(long, env = "PEPEUNIT_GRAPHQL_MAX_DEPTH", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graphql_max_depth: Option<usize>,
+
+    /// Most complex GraphQL query accepted (one point per field) [default: 500]
+    #[arg(long, env = "PEPEUNIT_GRAPHQL_MAX_COMPLEXITY", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graphql_max_complexity: Option<usize>,
+
+    /// Failed logins from one address before it gets 429 [default: 10]
+    #[arg(long, env = "PEPEUNIT_LOGIN_MAX_FAILURES", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_max_failures: Option<u32>,
+
+    /// Window in seconds over which failed logins are counted [default: 300]
+    #[arg(long, env = "PEPEUNIT_LOGIN_FAILURE_WINDOW_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_failure_window_seconds: Option<u64>,
+
+    /// Take the client address from X-Forwarded-For (only behind a trusted reverse proxy) [default: false]
+    #[arg(long, env = "PEPEUNIT_TRUST_FORWARDED_FOR", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_forwarded_for: Option<bool>,
+}
+
+/// The configuration could not be assembled.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Merges the defaults, the TOML file named by `args` (if any) and the flags/environment in `args`.
+    pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &args.config_file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} (PEPEUNIT_CONFIG) does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment
+            .merge(Serialized::defaults(args))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.access_token_ttl_seconds == 0 || self.refresh_token_ttl_seconds == 0 {
+            return Err(ConfigError("token lifetimes must be positive".into()));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError(
+                "max_body_bytes (PEPEUNIT_MAX_BODY_BYTES) must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one, or SQLite inside the data dir.
+    pub fn effective_database_url(&self) -> Secret {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => Secret::new(format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("pepeunit.db").display()
+            )),
+        }
+    }
+
+    /// Where generated instance secrets live.
+    pub fn secrets_path(&self) -> PathBuf {
+        self.data_dir.join("secrets.toml")
+    }
+
+    /// A fresh configuration for a test: its own data dir, port 0, and the given database.
+    pub fn for_tests(data_dir: &Path, database_url: Option<String>) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            database_url: database_url.map(Secret::new),
+            http_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Self::default()
+        }
+    }
+
+    /// The configuration as TOML, secrets masked, for `pepeunit config`.
+    pub fn to_masked_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_or_output() {
+        let config = Config {
+            secret_key: Some(Secret::new("super-secret-signing-key")),
+            database_url: Some(Secret::new("postgres://u:hunter2@db/pepeunit")),
+            ..Config::default()
+        };
+        let debug = format!("{config:?}");
+        let toml = config.to_masked_toml().unwrap();
+        for shown in [debug, toml] {
+            assert!(!shown.contains("super-secret-signing-key"));
+            assert!(!shown.contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pepeunit.toml");
+        std::fs::write(&file, "graphql_max_depth = 7\nlog_level = \"debug\"\n").unwrap();
+        let args = ConfigArgs {
+            config_file: Some(file),
+            log_level: Some("warn".into()),
+            ..ConfigArgs::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.graphql_max_depth, 7);
+        assert_eq!(config.log_level, "warn");
+        assert_eq!(config.graphql_max_complexity, 500);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pepeunit.toml");
+        std::fs::write(&file, "graphql_max_dept = 7\n").unwrap();
+        let args = ConfigArgs {
+            config_file: Some(file),
+            ..ConfigArgs::default()
+        };
+        let err = Config::load(&args).unwrap_err().to_string();
+        assert!(err.contains("graphql_max_dept"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_names_the_setting() {
+        let args = ConfigArgs {
+            config_file: Some("/nonexistent/pepeunit.toml".into()),
+            ..ConfigArgs::default()
+        };
+        let err = Config::load(&args).unwrap_err().to_string();
+        assert!(err.contains("PEPEUNIT_CONFIG"), "{err}");
+    }
+}

@@ -1,0 +1,85 @@
+//! Opening the database and bringing its schema up to date.
+
+use std::time::Duration;
+
+use pepeunit_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+
+use crate::config::Config;
+
+/// The database could not be opened or migrated; the message names the setting to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum DbStartError {
+    #[error(
+        "cannot open the database set by database_url (PEPEUNIT_DATABASE_URL): {0}. \
+         Check the URL, that the server is reachable and that the file is a Pepeunit SQLite database"
+    )]
+    Open(String),
+    #[error(
+        "cannot migrate the database set by database_url (PEPEUNIT_DATABASE_URL): {0}. \
+         Is it a Pepeunit database, written by this or an older version?"
+    )]
+    Migrate(String),
+    #[error("cannot create the data directory data_dir (PEPEUNIT_DATA_DIR) {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the configured database with settings suited to its engine.
+pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbStartError> {
+    let url = config.effective_database_url();
+    if config.database_url.is_none() {
+        crate::secrets::create_private_dir(&config.data_dir).map_err(|source| {
+            DbStartError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            }
+        })?;
+    }
+    let mut options = ConnectOptions::new(url.expose().to_owned());
+    options
+        .max_connections(config.database_max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes;
+        // busy_timeout makes concurrent writers wait instead of failing with SQLITE_BUSY.
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+        });
+    let db = Database::connect(options)
+        .await
+        .map_err(|e| DbStartError::Open(strip_credentials(&e.to_string(), url.expose())))?;
+    // SQLite opens lazily: a corrupt file only shows on the first query, so ask one now.
+    db.ping()
+        .await
+        .map_err(|e| DbStartError::Open(strip_credentials(&e.to_string(), url.expose())))?;
+    Ok(db)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbStartError> {
+    Migrator::up(db, None)
+        .await
+        .map_err(|e| DbStartError::Migrate(e.to_string()))
+}
+
+/// Which engine a connection talks to, for the few places that differ.
+pub fn backend_name(db: &DatabaseConnection) -> &'static str {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => "sqlite",
+        DbBackend::Postgres => "postgres",
+        _ => "other",
+    }
+}
+
+fn strip_credentials(message: &str, url: &str) -> String {
+    message.replace(url, "<database_url>")
+}

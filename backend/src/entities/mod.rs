@@ -1,0 +1,11 @@
+//! sea-orm entities: one module per table of the `pepeunit-migrations` schema.
+
+pub mod instance_settings;
+pub mod permissions;
+pub mod repo_units;
+pub mod unit_logs;
+pub mod unit_node_edges;
+pub mod unit_node_values;
+pub mod unit_nodes;
+pub mod units;
+pub mod users;

@@ -1,0 +1,74 @@
+//! Instance settings in GraphQL.
+
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use crate::entities::instance_settings;
+use crate::error::GqlResult;
+use crate::services::settings::{self as service, SettingsChange};
+use crate::services::{Actor, Services};
+
+/// Switches that apply to the whole instance.
+#[derive(SimpleObject)]
+pub struct InstanceSettings {
+    registration_open: bool,
+    manual_verification: bool,
+    federation_enabled: bool,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<instance_settings::Model> for InstanceSettings {
+    fn from(row: instance_settings::Model) -> Self {
+        Self {
+            registration_open: row.registration_open,
+            manual_verification: row.manual_verification,
+            federation_enabled: row.federation_enabled,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// Fields left out stay unchanged.
+#[derive(InputObject)]
+pub struct InstanceSettingsInput {
+    registration_open: Option<bool>,
+    manual_verification: Option<bool>,
+    federation_enabled: Option<bool>,
+}
+
+#[derive(Default)]
+pub struct SettingsQuery;
+
+#[Object]
+impl SettingsQuery {
+    /// The instance settings; public, so a sign-up page knows whether registration is open.
+    async fn instance_settings(&self, ctx: &Context<'_>) -> Result<InstanceSettings> {
+        let services = ctx.data::<Services>()?;
+        Ok(service::current(services.db()).await.gql()?.into())
+    }
+}
+
+#[derive(Default)]
+pub struct SettingsMutation;
+
+#[Object]
+impl SettingsMutation {
+    /// Changes instance settings (admins only).
+    async fn update_instance_settings(
+        &self,
+        ctx: &Context<'_>,
+        input: InstanceSettingsInput,
+    ) -> Result<InstanceSettings> {
+        let services = ctx.data::<Services>()?;
+        let actor = ctx.data_opt::<Actor>().copied().unwrap_or(Actor::Anonymous);
+        let change = SettingsChange {
+            registration_open: input.registration_open,
+            manual_verification: input.manual_verification,
+            federation_enabled: input.federation_enabled,
+        };
+        Ok(service::update(services, &actor, change)
+            .await
+            .gql()?
+            .into())
+    }
+}

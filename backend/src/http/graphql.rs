@@ -1,0 +1,148 @@
+//! `POST /graphql` (the API) and `GET /graphql` (GraphiQL).
+//!
+//! The body is read here rather than by an extractor so that every refusal (oversized, malformed JSON,
+//! batched operations, bad token) answers with a GraphQL-shaped JSON body and a code. Batches are refused:
+//! one HTTP request would otherwise carry many operations past the per-operation depth, complexity and
+//! login-throttle limits.
+
+use std::net::SocketAddr;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::{ServerError, Value};
+use axum::Json;
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::graphql::RequestInfo;
+use crate::services::{Actor, users};
+
+pub async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .title("Pepeunit GraphiQL")
+            .finish(),
+    )
+}
+
+fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, Json(body)).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Errors raised by the engine itself (parse, validation, limits) carry no code yet; give them one.
+fn code_engine_error(error: &mut ServerError) {
+    let has_code = error
+        .extensions
+        .as_ref()
+        .is_some_and(|e| e.get("code").is_some());
+    if has_code {
+        return;
+    }
+    let code = if error.message.contains("too deep") || error.message.contains("too complex") {
+        "QUERY_TOO_COMPLEX"
+    } else {
+        "GRAPHQL_VALIDATION_FAILED"
+    };
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", Value::from(code));
+}
+
+pub async fn execute(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let declared_len = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            &format!("request body is larger than {} bytes", state.max_body_bytes),
+        )
+    };
+    if declared_len.is_some_and(|len| len > state.max_body_bytes) {
+        return too_large();
+    }
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.starts_with("application/json") || v.starts_with("application/graphql-response+json")
+        });
+    if !is_json {
+        return refusal(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_REQUEST",
+            "send the operation as JSON with Content-Type: application/json",
+        );
+    }
+    let Ok(bytes) = to_bytes(body, state.max_body_bytes).await else {
+        return too_large();
+    };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "BATCH_NOT_ALLOWED",
+            "batched operations are not accepted; send one operation per request",
+        );
+    }
+    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &format!("the body is not a GraphQL request: {error}"),
+            );
+        }
+    };
+    let actor = match bearer(&headers) {
+        None => Actor::Anonymous,
+        Some(token) => match users::authenticate(&state.services, token).await {
+            Ok(actor) => actor,
+            Err(error) => {
+                return refusal(error.status(), error.code(), &error.public_message());
+            }
+        },
+    };
+    let client_ip = state.client_ip(peer, &headers);
+    let request = request.data(actor).data(RequestInfo { client_ip });
+    let mut response = state.schema.execute(request).await;
+    response.errors.iter_mut().for_each(code_engine_error);
+
+    let retry_after = response.errors.iter().find_map(|e| {
+        let ext = e.extensions.as_ref()?;
+        match (ext.get("code"), ext.get("retryAfterSeconds")) {
+            (Some(Value::String(code)), Some(Value::Number(secs))) if code == "RATE_LIMITED" => {
+                secs.as_u64()
+            }
+            _ => None,
+        }
+    });
+    let mut http = Json(response).into_response();
+    if let Some(seconds) = retry_after {
+        *http.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            http.headers_mut().insert(RETRY_AFTER, value);
+        }
+    }
+    http
+}

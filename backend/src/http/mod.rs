@@ -1,0 +1,64 @@
+//! The HTTP edge: routes, request limits, client addresses and metrics.
+
+mod graphql;
+mod health;
+pub mod metrics;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::get;
+
+use crate::graphql::PepeunitSchema;
+use crate::services::Services;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub schema: PepeunitSchema,
+    pub metrics: Arc<metrics::Metrics>,
+    pub max_body_bytes: usize,
+    pub trust_forwarded_for: bool,
+}
+
+impl AppState {
+    /// The client's address: the peer, or the proxy-appended X-Forwarded-For entry when configured to trust it.
+    fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        if self.trust_forwarded_for {
+            let forwarded = headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse().ok());
+            if let Some(ip) = forwarded {
+                return ip;
+            }
+        }
+        peer.ip()
+    }
+}
+
+/// All routes of the server.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/metrics", get(metrics::render))
+        .route("/graphql", get(graphql::graphiql).post(graphql::execute))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> axum::response::Response {
+    crate::error::json_error(
+        axum::http::StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such route",
+    )
+}

@@ -1,0 +1,20 @@
+//! The Pepeunit server.
+//!
+//! Layers point inward: `http` and `graphql` (transport) call `services` (rules), which use `entities`
+//! (storage). A service never knows which transport called it.
+
+pub mod app;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod entities;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod secrets;
+pub mod services;
+pub mod telemetry;
+
+pub use app::{App, StartError, bind, build, shutdown_signal};
+pub use config::Config;

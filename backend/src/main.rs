@@ -1,0 +1,105 @@
+//! The `pepeunit` binary: serve, migrate, create the first admin, print the configuration.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pepeunit_backend::config::{Config, ConfigArgs};
+use pepeunit_backend::domain::{UserRole, UserStatus};
+use pepeunit_backend::services::users::{self, Registration};
+use pepeunit_backend::{bind, build, shutdown_signal, telemetry};
+
+/// Pepeunit: a federated IoT graph platform. Every setting below can also come from a
+/// `PEPEUNIT_*` environment variable or a TOML file (`--config`).
+#[derive(Parser)]
+#[command(name = "pepeunit", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage admins.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Print the effective configuration, secrets masked.
+    Config,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin account. The password is read from PEPEUNIT_ADMIN_PASSWORD or, failing that,
+    /// from the first line of standard input, so it never shows in the process list.
+    Create {
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+fn read_admin_password() -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("PEPEUNIT_ADMIN_PASSWORD") {
+        return Ok(password);
+    }
+    eprintln!("password (one line on stdin):");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli.config)?;
+    telemetry::init(&config);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = build(config.clone()).await?;
+            let listener = bind(&config).await?;
+            app.serve(listener, shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let db = pepeunit_backend::db::connect(&config).await?;
+            pepeunit_backend::db::migrate(&db).await?;
+            println!("migrations applied");
+        }
+        Command::Admin(AdminCommand::Create { login, email }) => {
+            let password = read_admin_password()?;
+            let app = build(config).await?;
+            let form = Registration {
+                login,
+                email,
+                password,
+            };
+            let user = users::create(app.services(), form, UserRole::Admin, UserStatus::Verified)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.public_message()))?;
+            println!("admin {} created ({})", user.login, user.uuid);
+        }
+        Command::Config => {
+            print!("{}", config.to_masked_toml()?);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pepeunit: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

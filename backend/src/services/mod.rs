@@ -1,0 +1,76 @@
+//! The service layer: every rule of Pepeunit lives here, whichever transport (GraphQL, REST, MQTT) calls it.
+
+pub mod access;
+pub mod actor;
+pub mod login_throttle;
+pub mod passwords;
+pub mod settings;
+pub mod tokens;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::secrets::InstanceSecrets;
+
+pub use actor::{Actor, AuthUser};
+
+/// What every service call needs; cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    tokens: tokens::TokenIssuer,
+    passwords: passwords::PasswordHasher,
+    throttle: login_throttle::LoginThrottle,
+    master_key: MasterKey,
+}
+
+impl Services {
+    pub fn new(config: &Config, db: DatabaseConnection, secrets: InstanceSecrets) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                tokens: tokens::TokenIssuer::new(
+                    secrets.jwt_key.expose().as_bytes(),
+                    Duration::from_secs(config.access_token_ttl_seconds),
+                    Duration::from_secs(config.refresh_token_ttl_seconds),
+                ),
+                passwords: passwords::PasswordHasher::new(),
+                throttle: login_throttle::LoginThrottle::new(
+                    config.login_max_failures,
+                    Duration::from_secs(config.login_failure_window_seconds),
+                ),
+                master_key: secrets.master_key,
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    pub fn tokens(&self) -> &tokens::TokenIssuer {
+        &self.inner.tokens
+    }
+
+    pub(crate) fn passwords(&self) -> &passwords::PasswordHasher {
+        &self.inner.passwords
+    }
+
+    pub(crate) fn throttle(&self) -> &login_throttle::LoginThrottle {
+        &self.inner.throttle
+    }
+
+    /// The key secrets at rest are sealed with.
+    pub fn master_key(&self) -> &MasterKey {
+        &self.inner.master_key
+    }
+}

@@ -1,0 +1,22 @@
+//! The Pepeunit database schema: the one source of truth for SQLite and PostgreSQL.
+//!
+//! Migrations only ever move forward in production; every one still has a working `down` so that the
+//! test suite can prove a release can be rolled back.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_users;
+mod m20261123_000002_graph;
+
+/// Runs the Pepeunit migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261123_000001_users::Migration),
+            Box::new(m20261123_000002_graph::Migration),
+        ]
+    }
+}

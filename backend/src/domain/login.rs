@@ -64,7 +64,8 @@ mod tests {
     proptest! {
         #[test]
         fn valid_shapes_parse(s in "[a-zA-Z0-9][a-zA-Z0-9_.-]{2,31}") {
-            prop_assert_eq!(Login::parse(&s).unwrap().as_str(), s.to_ascii_lowercase());
+            let parsed = Login::parse(&s).unwrap();
+            prop_assert_eq!(parsed.as_str(), s.to_ascii_lowercase());
         }
 
         #[test]

@@ -1,0 +1,221 @@
+//! Test harness: a real server on a random loopback port with its own database.
+//!
+//! SQLite in a temporary directory by default; with `PEPEUNIT_TEST_DATABASE_URL=postgres://...` each
+//! server gets a fresh uuid-named PostgreSQL database, dropped afterwards.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use pepeunit_backend::config::Config;
+use pepeunit_backend::domain::{UserRole, UserStatus};
+use pepeunit_backend::services::Services;
+use pepeunit_backend::services::users::{self, Registration};
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const PASSWORD: &str = "correct-horse-battery";
+
+/// A database of the test's own, removed when dropped.
+pub struct TestDb {
+    pub url: Option<String>,
+    pub dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match std::env::var("PEPEUNIT_TEST_DATABASE_URL") {
+            Ok(admin_url) if admin_url.starts_with("postgres") => {
+                let name = format!("pepeunit_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("connect to PostgreSQL");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+                Self {
+                    url: Some(format!("{base}/{name}")),
+                    dir,
+                    postgres: Some((admin_url, name)),
+                }
+            }
+            _ => Self {
+                url: None,
+                dir,
+                postgres: None,
+            },
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn config(&self) -> Config {
+        Config::for_tests(&self.data_dir(), self.url.clone())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.postgres.take() {
+            // Drop runs outside async; a short-lived runtime on its own thread removes the database.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    if let Ok(admin) = Database::connect(&admin_url).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                    }
+                });
+                Ok::<_, std::io::Error>(())
+            })
+            .join();
+        }
+    }
+}
+
+/// A running server.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub services: Services,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new().await;
+        let mut config = db.config();
+        adjust(&mut config);
+        let app = pepeunit_backend::build(config)
+            .await
+            .expect("server builds");
+        let services = app.services().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            services,
+            db,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Posts one GraphQL operation; returns the HTTP status and the JSON body.
+    pub async fn gql(
+        &self,
+        query: &str,
+        variables: Value,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        (status, response.json().await.expect("json body"))
+    }
+
+    /// Registers through the API; panics unless it succeeds.
+    pub async fn register(&self, login: &str) -> Value {
+        let (_, body) = self
+            .gql(
+                "mutation($i: RegisterInput!) { register(input: $i) { uuid login status } }",
+                json!({ "i": { "login": login, "email": format!("{login}@example.com"), "password": PASSWORD } }),
+                None,
+            )
+            .await;
+        assert!(body["errors"].is_null(), "register failed: {body}");
+        body["data"]["register"].clone()
+    }
+
+    /// Logs in; returns the whole payload.
+    pub async fn login(&self, login: &str, password: &str) -> (StatusCode, Value) {
+        self.gql(
+            "mutation($l: String!, $p: String!) { login(login: $l, password: $p) { accessToken refreshToken user { uuid login email role } } }",
+            json!({ "l": login, "p": password }),
+            None,
+        )
+        .await
+    }
+
+    /// Registers and logs in; returns (uuid, access token).
+    pub async fn user(&self, login: &str) -> (String, String) {
+        let user = self.register(login).await;
+        let (_, body) = self.login(login, PASSWORD).await;
+        let token = body["data"]["login"]["accessToken"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        (user["uuid"].as_str().expect("uuid").to_owned(), token)
+    }
+
+    /// Creates an admin directly through the service (as `pepeunit admin create` does) and logs in.
+    pub async fn admin(&self, login: &str) -> (String, String) {
+        let form = Registration {
+            login: login.into(),
+            email: format!("{login}@example.com"),
+            password: PASSWORD.into(),
+        };
+        let user = users::create(&self.services, form, UserRole::Admin, UserStatus::Verified)
+            .await
+            .expect("admin created");
+        let (_, body) = self.login(login, PASSWORD).await;
+        let token = body["data"]["login"]["accessToken"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        (user.uuid.to_string(), token)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The `code` extension of the first error.
+pub fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("<no code>")
+}

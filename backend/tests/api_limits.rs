@@ -1,5 +1,7 @@
 //! Bad input at the HTTP/GraphQL edge: refused with a code, and nothing written.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{TestServer, code};

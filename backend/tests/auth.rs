@@ -1,5 +1,7 @@
 //! Registration, login, refresh, revocation and account moderation, driven over HTTP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use chrono::Utc;

@@ -1,5 +1,7 @@
 //! Deleting a user removes everything the user owns, in one transaction, and nothing of anyone else's.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use chrono::Utc;

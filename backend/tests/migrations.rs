@@ -1,5 +1,7 @@
 //! The schema migrates up, down and up again on the engine under test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::TestDb;

@@ -1,5 +1,7 @@
 //! Start-up failures are clean errors naming the setting to change, never panics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -1,5 +1,7 @@
 //! Nothing secret is stored in the database in plaintext.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{PASSWORD, TestServer};

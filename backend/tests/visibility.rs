@@ -1,5 +1,7 @@
 //! The visibility matrix, through the service layer's one access policy, against a real database.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use chrono::Utc;

@@ -110,7 +110,7 @@ impl MigrationTrait for Migration {
                         true.into(),
                         false.into(),
                         false.into(),
-                        Expr::current_timestamp().into(),
+                        Expr::current_timestamp(),
                     ])
                     .to_owned(),
             )

@@ -2,7 +2,7 @@
 //!
 //! SQLite in a temporary directory by default; with `PEPEUNIT_TEST_DATABASE_URL=postgres://...` each
 //! server gets a fresh uuid-named PostgreSQL database, dropped afterwards.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 

@@ -32,6 +32,7 @@ pub enum StartError {
 /// A built server, not yet listening.
 pub struct App {
     state: AppState,
+    sync_check_interval: std::time::Duration,
 }
 
 /// Opens the database, applies migrations and loads the instance secrets.
@@ -50,6 +51,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             max_body_bytes: config.max_body_bytes,
             trust_forwarded_for: config.trust_forwarded_for,
         },
+        sync_check_interval: std::time::Duration::from_secs(config.sync_check_interval_seconds),
     })
 }
 
@@ -76,6 +78,10 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = http::router(self.state.clone());
+        let scheduler = tokio::spawn(crate::services::repo_sync::run_scheduler(
+            self.state.services.clone(),
+            self.sync_check_interval,
+        ));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
         }
@@ -85,6 +91,7 @@ impl App {
         )
         .with_graceful_shutdown(shutdown)
         .await?;
+        scheduler.abort();
         self.state.services.db().clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())

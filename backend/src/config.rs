@@ -73,6 +73,11 @@ pub struct Config {
     pub login_max_failures: u32,
     pub login_failure_window_seconds: u64,
     pub trust_forwarded_for: bool,
+    pub repository_size_limit_bytes: u64,
+    pub allow_local_remotes: bool,
+    pub standard_repositories: Vec<String>,
+    pub sync_concurrency: usize,
+    pub sync_check_interval_seconds: u64,
 }
 
 impl Default for Config {
@@ -95,6 +100,11 @@ impl Default for Config {
             login_max_failures: 10,
             login_failure_window_seconds: 300,
             trust_forwarded_for: false,
+            repository_size_limit_bytes: 10 * 1024 * 1024,
+            allow_local_remotes: false,
+            standard_repositories: Vec::new(),
+            sync_concurrency: 4,
+            sync_check_interval_seconds: 60,
         }
     }
 }
@@ -206,6 +216,36 @@ pub struct ConfigArgs {
     #[arg(long, env = "PEPEUNIT_TRUST_FORWARDED_FOR", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust_forwarded_for: Option<bool>,
+
+    /// Largest repository a non-admin may mirror, in bytes, enforced while it downloads [default: 10485760]
+    #[arg(long, env = "PEPEUNIT_REPOSITORY_SIZE_LIMIT_BYTES", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository_size_limit_bytes: Option<u64>,
+
+    /// Allow clone URLs on loopback and private networks (a self-hosted git server on the LAN) [default: false]
+    #[arg(long, env = "PEPEUNIT_ALLOW_LOCAL_REMOTES", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_local_remotes: Option<bool>,
+
+    /// Comma-separated clone URLs of standard unit repositories, offered by `admin create --with-standard-repositories` [default: none]
+    #[arg(
+        long,
+        env = "PEPEUNIT_STANDARD_REPOSITORIES",
+        global = true,
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standard_repositories: Option<Vec<String>>,
+
+    /// Most repository syncs running at once [default: 4]
+    #[arg(long, env = "PEPEUNIT_SYNC_CONCURRENCY", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_concurrency: Option<usize>,
+
+    /// How often the scheduler looks for repositories due for a sync, in seconds [default: 60]
+    #[arg(long, env = "PEPEUNIT_SYNC_CHECK_INTERVAL_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_check_interval_seconds: Option<u64>,
 }
 
 /// The configuration could not be assembled.
@@ -243,6 +283,11 @@ impl Config {
                 "max_body_bytes (PEPEUNIT_MAX_BODY_BYTES) must be at least 1024".into(),
             ));
         }
+        if self.sync_concurrency == 0 || self.sync_check_interval_seconds == 0 {
+            return Err(ConfigError(
+                "sync_concurrency and sync_check_interval_seconds must be positive".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -255,6 +300,11 @@ impl Config {
                 self.data_dir.join("pepeunit.db").display()
             )),
         }
+    }
+
+    /// Where repository mirrors live.
+    pub fn repositories_dir(&self) -> PathBuf {
+        self.data_dir.join("repositories")
     }
 
     /// Where generated instance secrets live.

@@ -7,7 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pepeunit_backend::config::{Config, ConfigArgs};
 use pepeunit_backend::domain::{UserRole, UserStatus};
+use pepeunit_backend::services::repo_units;
 use pepeunit_backend::services::users::{self, Registration};
+use pepeunit_backend::services::{Actor, AuthUser};
 use pepeunit_backend::{bind, build, shutdown_signal, telemetry};
 
 /// Pepeunit: a federated IoT graph platform. Every setting below can also come from a
@@ -43,6 +45,10 @@ enum AdminCommand {
         login: String,
         #[arg(long)]
         email: String,
+        /// Also add the configured standard unit repositories (`standard_repositories`) as public
+        /// repo_units of this admin.
+        #[arg(long)]
+        with_standard_repositories: bool,
     },
 }
 
@@ -73,8 +79,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pepeunit_backend::db::migrate(&db).await?;
             println!("migrations applied");
         }
-        Command::Admin(AdminCommand::Create { login, email }) => {
+        Command::Admin(AdminCommand::Create {
+            login,
+            email,
+            with_standard_repositories,
+        }) => {
             let password = read_admin_password()?;
+            let config_urls = config.standard_repositories.clone();
             let app = build(config).await?;
             let form = Registration {
                 login,
@@ -85,6 +96,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!(e.public_message()))?;
             println!("admin {} created ({})", user.login, user.uuid);
+            if with_standard_repositories {
+                let admin = Actor::User(AuthUser {
+                    id: user.uuid.into(),
+                    role: UserRole::Admin,
+                });
+                let urls = &config_urls;
+                let failed = repo_units::add_standard(app.services(), &admin, urls).await;
+                for (url, error) in &failed {
+                    eprintln!(
+                        "standard repository {url} not added: {}",
+                        error.public_message()
+                    );
+                }
+                println!("{} standard repositories added", urls.len() - failed.len());
+            }
         }
         Command::Config => {
             print!("{}", config.to_masked_toml()?);

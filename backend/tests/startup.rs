@@ -120,3 +120,71 @@ fn cli_creates_an_admin_and_prints_a_masked_config() {
     assert!(stdout.contains("secret_key = \"********\""), "{stdout}");
     assert!(!stdout.contains("long-enough"), "{stdout}");
 }
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = pepeunit(dir.path())
+        .env("PEPEUNIT_HTTP_BIND", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("shutdown requested") && stderr.contains("stopped"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn first_admin_can_add_the_standard_repositories() {
+    let remotes = tempfile::tempdir().unwrap();
+    let source = common::git::SourceRepo::firmware(remotes.path(), "standard-fan");
+    let dir = tempfile::tempdir().unwrap();
+    let urls = format!("{},https://nonexistent.invalid/x.git", source.file_url());
+    let output = pepeunit(dir.path())
+        .args([
+            "admin",
+            "create",
+            "--login",
+            "root",
+            "--email",
+            "root@example.com",
+            "--with-standard-repositories",
+        ])
+        .env("PEPEUNIT_ADMIN_PASSWORD", "a-long-admin-password")
+        .env("PEPEUNIT_STANDARD_REPOSITORIES", urls)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("1 standard repositories added"), "{stdout}");
+    assert!(
+        stderr.contains("nonexistent.invalid/x.git not added"),
+        "{stderr}"
+    );
+    let mirrors = std::fs::read_dir(dir.path().join("repositories"))
+        .unwrap()
+        .count();
+    assert_eq!(mirrors, 1);
+}

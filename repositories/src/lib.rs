@@ -1,6 +1,39 @@
-//! Git mirrors of unit firmware repositories (repo_units).
+//! Git mirrors of unit firmware repositories (repo_units), with no database in sight.
 //!
-//! This crate will hold everything about repositories that needs no database: cloning and fetching with
-//! git2 under `<data dir>/repositories/<uuid>`, listing branches, tags and commits, reading and validating
-//! `env_example.json` and `schema_example.json` at any commit, and building firmware bundles (zip, tar,
-//! tar.gz). The repo_unit issue fills it; the server's service layer adds rules and storage on top.
+//! - [`remote`]: which clone URLs are acceptable, including the refusal of loopback and private hosts;
+//! - [`mirror`]: cloning and fetching a bare mirror with git2, a size limit enforced while the pack
+//!   downloads, listing branches, tags and commits, and reading files at any revision;
+//! - [`check`]: whether a commit is usable for units (`env_example.json` and `schema_example.json`).
+//!
+//! git2 is blocking: callers run these functions on a blocking thread.
+
+pub mod check;
+pub mod mirror;
+pub mod remote;
+
+pub use check::{CommitCheck, check_commit};
+pub use mirror::{BranchMove, CommitInfo, Credentials, Mirror, RefInfo};
+pub use remote::{CloneUrl, RemotePolicy};
+
+/// What can go wrong with a repository.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("clone URL refused: {0}")]
+    UrlRefused(String),
+    #[error("the repository is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the remote refused the credentials")]
+    AuthFailed,
+    #[error("no such revision: {0}")]
+    UnknownRevision(String),
+    #[error("git: {0}")]
+    Git(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<git2::Error> for RepoError {
+    fn from(error: git2::Error) -> Self {
+        RepoError::Git(error.message().to_owned())
+    }
+}

@@ -2,11 +2,13 @@
 
 mod email;
 mod login;
+mod node_name;
 mod password;
 mod role;
 
 pub use email::Email;
 pub use login::Login;
+pub use node_name::NodeName;
 pub use password::Password;
 pub use role::{UserRole, UserStatus};
 

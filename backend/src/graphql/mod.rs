@@ -1,20 +1,33 @@
 //! The GraphQL open API: thin resolvers over the services, one merged schema.
 
+mod repo_units;
 mod settings;
 mod users;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema};
 
+use async_graphql::{Context, ID};
+
 use crate::config::Config;
-use crate::services::Services;
+use crate::domain::InvalidValue;
+use crate::error::Error;
+use crate::services::{Actor, Services};
 
 /// Every query.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(users::UserQuery, settings::SettingsQuery);
+pub struct QueryRoot(
+    users::UserQuery,
+    settings::SettingsQuery,
+    repo_units::RepoUnitQuery,
+);
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(users::UserMutation, settings::SettingsMutation);
+pub struct MutationRoot(
+    users::UserMutation,
+    settings::SettingsMutation,
+    repo_units::RepoUnitMutation,
+);
 
 /// The schema type served at `/graphql`.
 pub type PepeunitSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -47,4 +60,23 @@ pub fn sdl() -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestInfo {
     pub client_ip: std::net::IpAddr,
+}
+
+/// The caller, as the HTTP layer established it.
+pub(crate) fn actor(ctx: &Context<'_>) -> Actor {
+    ctx.data_opt::<Actor>().copied().unwrap_or(Actor::Anonymous)
+}
+
+pub(crate) fn services<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Services> {
+    ctx.data::<Services>()
+}
+
+/// Parses an `ID` argument as a uuid.
+pub(crate) fn parse_uuid(id: &ID) -> Result<uuid::Uuid, Error> {
+    id.parse::<uuid::Uuid>().map_err(|_| {
+        Error::Validation(InvalidValue {
+            field: "uuid",
+            message: "is not a valid uuid".into(),
+        })
+    })
 }

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 
 use crate::entities::instance_settings;
 use crate::error::GqlResult;
+use crate::graphql::{actor, services};
 use crate::services::settings::{self as service, SettingsChange};
-use crate::services::{Actor, Services};
 
 /// Switches that apply to the whole instance.
 #[derive(SimpleObject)]
@@ -43,7 +43,7 @@ pub struct SettingsQuery;
 impl SettingsQuery {
     /// The instance settings; public, so a sign-up page knows whether registration is open.
     async fn instance_settings(&self, ctx: &Context<'_>) -> Result<InstanceSettings> {
-        let services = ctx.data::<Services>()?;
+        let services = services(ctx)?;
         Ok(service::current(services.db()).await.gql()?.into())
     }
 }
@@ -59,8 +59,8 @@ impl SettingsMutation {
         ctx: &Context<'_>,
         input: InstanceSettingsInput,
     ) -> Result<InstanceSettings> {
-        let services = ctx.data::<Services>()?;
-        let actor = ctx.data_opt::<Actor>().copied().unwrap_or(Actor::Anonymous);
+        let services = services(ctx)?;
+        let actor = actor(ctx);
         let change = SettingsChange {
             registration_open: input.registration_open,
             manual_verification: input.manual_verification,

@@ -6,10 +6,9 @@ use pepeunit_protocol::UserId;
 
 use crate::domain::{UserRole, UserStatus};
 use crate::entities::users as user_rows;
-use crate::error::{Error, GqlResult};
-use crate::graphql::RequestInfo;
+use crate::error::GqlResult;
+use crate::graphql::{RequestInfo, actor, parse_uuid, services};
 use crate::services::users::{self as service, Registration, Session};
-use crate::services::{Actor, Services};
 
 /// A user of this instance.
 pub struct User {
@@ -37,7 +36,7 @@ impl User {
     }
     /// Shown to the user themselves and to admins only.
     async fn email(&self, ctx: &Context<'_>) -> Option<&str> {
-        let actor = ctx.data_opt::<Actor>().copied().unwrap_or(Actor::Anonymous);
+        let actor = actor(ctx);
         let own =
             self.is_session_owner || actor.user_id().map(|id| id.as_uuid()) == Some(self.row.uuid);
         (own || actor.is_admin()).then_some(self.row.email.as_str())
@@ -90,23 +89,6 @@ pub struct RegisterInput {
     password: String,
 }
 
-fn actor(ctx: &Context<'_>) -> Actor {
-    ctx.data_opt::<Actor>().copied().unwrap_or(Actor::Anonymous)
-}
-
-fn services<'a>(ctx: &Context<'a>) -> Result<&'a Services> {
-    ctx.data::<Services>()
-}
-
-fn parse_id(id: &ID) -> Result<UserId, Error> {
-    id.parse::<UserId>().map_err(|_| {
-        Error::Validation(crate::domain::InvalidValue {
-            field: "uuid",
-            message: "is not a valid uuid".into(),
-        })
-    })
-}
-
 #[derive(Default)]
 pub struct UserQuery;
 
@@ -124,9 +106,13 @@ impl UserQuery {
     /// One user by uuid; needs a login.
     async fn user(&self, ctx: &Context<'_>, uuid: ID) -> Result<User> {
         Ok(User::new(
-            service::get(services(ctx)?, &actor(ctx), parse_id(&uuid).gql()?)
-                .await
-                .gql()?,
+            service::get(
+                services(ctx)?,
+                &actor(ctx),
+                UserId::from(parse_uuid(&uuid).gql()?),
+            )
+            .await
+            .gql()?,
         ))
     }
 
@@ -216,26 +202,40 @@ impl UserMutation {
         status: UserStatus,
     ) -> Result<User> {
         Ok(User::new(
-            service::set_status(services(ctx)?, &actor(ctx), parse_id(&uuid).gql()?, status)
-                .await
-                .gql()?,
+            service::set_status(
+                services(ctx)?,
+                &actor(ctx),
+                UserId::from(parse_uuid(&uuid).gql()?),
+                status,
+            )
+            .await
+            .gql()?,
         ))
     }
 
     /// Sets a user's role (admins only).
     async fn set_user_role(&self, ctx: &Context<'_>, uuid: ID, role: UserRole) -> Result<User> {
         Ok(User::new(
-            service::set_role(services(ctx)?, &actor(ctx), parse_id(&uuid).gql()?, role)
-                .await
-                .gql()?,
+            service::set_role(
+                services(ctx)?,
+                &actor(ctx),
+                UserId::from(parse_uuid(&uuid).gql()?),
+                role,
+            )
+            .await
+            .gql()?,
         ))
     }
 
     /// Deletes a user and everything they own (the user themselves or an admin).
     async fn delete_user(&self, ctx: &Context<'_>, uuid: ID) -> Result<bool> {
-        service::delete(services(ctx)?, &actor(ctx), parse_id(&uuid).gql()?)
-            .await
-            .gql()?;
+        service::delete(
+            services(ctx)?,
+            &actor(ctx),
+            UserId::from(parse_uuid(&uuid).gql()?),
+        )
+        .await
+        .gql()?;
         Ok(true)
     }
 }

@@ -3,13 +3,14 @@
 mod graphql;
 mod health;
 pub mod metrics;
+mod webhooks;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::graphql::PepeunitSchema;
 use crate::services::Services;
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::render))
         .route("/graphql", get(graphql::graphiql).post(graphql::execute))
+        .route("/api/v1/repo_units/{uuid}/webhook", post(webhooks::receive))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -4,6 +4,8 @@ pub mod access;
 pub mod actor;
 pub mod login_throttle;
 pub mod passwords;
+pub mod repo_sync;
+pub mod repo_units;
 pub mod settings;
 pub mod tokens;
 pub mod users;
@@ -31,6 +33,8 @@ struct Inner {
     passwords: passwords::PasswordHasher,
     throttle: login_throttle::LoginThrottle,
     master_key: MasterKey,
+    repos: repo_sync::RepoSettings,
+    repo_sync: repo_sync::RepoSync,
 }
 
 impl Services {
@@ -49,6 +53,12 @@ impl Services {
                     Duration::from_secs(config.login_failure_window_seconds),
                 ),
                 master_key: secrets.master_key,
+                repos: repo_sync::RepoSettings {
+                    dir: config.repositories_dir(),
+                    size_limit_bytes: config.repository_size_limit_bytes,
+                    allow_local_remotes: config.allow_local_remotes,
+                },
+                repo_sync: repo_sync::RepoSync::new(config.sync_concurrency),
             }),
         }
     }
@@ -72,5 +82,15 @@ impl Services {
     /// The key secrets at rest are sealed with.
     pub fn master_key(&self) -> &MasterKey {
         &self.inner.master_key
+    }
+
+    /// Where mirrors live and the limits on them.
+    pub fn repos(&self) -> &repo_sync::RepoSettings {
+        &self.inner.repos
+    }
+
+    /// Sync state and the repository event stream.
+    pub fn repo_sync(&self) -> &repo_sync::RepoSync {
+        &self.inner.repo_sync
     }
 }

@@ -13,6 +13,8 @@ use pepeunit_backend::services::users::{self, Registration};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
+
+pub mod git;
 use tokio::sync::oneshot;
 
 pub const PASSWORD: &str = "correct-horse-battery";
@@ -218,4 +220,65 @@ pub fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or("<no code>")
+}
+
+/// Inserts a unit row directly, until units have their own API.
+pub async fn insert_unit(
+    server: &TestServer,
+    creator: uuid::Uuid,
+    repo_unit: uuid::Uuid,
+    name: &str,
+) -> uuid::Uuid {
+    use pepeunit_backend::entities::units;
+    use sea_orm::{ActiveModelTrait, Set};
+    let now = chrono::Utc::now();
+    let uuid = uuid::Uuid::new_v4();
+    units::ActiveModel {
+        uuid: Set(uuid),
+        creator_uuid: Set(creator),
+        repo_unit_uuid: Set(repo_unit),
+        name: Set(name.into()),
+        visibility: Set(pepeunit_protocol::Visibility::Public),
+        follows_default_branch: Set(true),
+        repo_branch: Set(None),
+        repo_commit: Set(None),
+        target_commit: Set(None),
+        reported_commit: Set(None),
+        update_status: Set(None),
+        update_status_at: Set(None),
+        env_encrypted: Set(None),
+        token_version: Set(0),
+        last_state: Set(None),
+        last_state_at: Set(None),
+        state_storage: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(server.services.db())
+    .await
+    .unwrap();
+    uuid
+}
+
+pub async fn delete_unit(server: &TestServer, uuid: uuid::Uuid) {
+    use pepeunit_backend::entities::units;
+    use sea_orm::EntityTrait;
+    units::Entity::delete_by_id(uuid)
+        .exec(server.services.db())
+        .await
+        .unwrap();
+}
+
+/// Makes a repo_unit look as if it was never synced, so the scheduler finds it due.
+pub async fn mark_never_synced(server: &TestServer, uuid: uuid::Uuid) {
+    use pepeunit_backend::entities::repo_units;
+    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+    let row = repo_units::Entity::find_by_id(uuid)
+        .one(server.services.db())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut active = row.into_active_model();
+    active.last_synced_at = Set(None);
+    active.update(server.services.db()).await.unwrap();
 }

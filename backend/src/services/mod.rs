@@ -6,6 +6,7 @@ pub mod login_throttle;
 pub mod passwords;
 pub mod repo_sync;
 pub mod repo_units;
+pub mod session_cache;
 pub mod settings;
 pub mod tokens;
 pub mod users;
@@ -35,6 +36,7 @@ struct Inner {
     master_key: MasterKey,
     repos: repo_sync::RepoSettings,
     repo_sync: repo_sync::RepoSync,
+    sessions: session_cache::SessionCache,
 }
 
 impl Services {
@@ -59,6 +61,7 @@ impl Services {
                     allow_local_remotes: config.allow_local_remotes,
                 },
                 repo_sync: repo_sync::RepoSync::new(config.sync_concurrency),
+                sessions: session_cache::SessionCache::default(),
             }),
         }
     }
@@ -82,6 +85,10 @@ impl Services {
     /// The key secrets at rest are sealed with.
     pub fn master_key(&self) -> &MasterKey {
         &self.inner.master_key
+    }
+
+    pub(crate) fn sessions(&self) -> &session_cache::SessionCache {
+        &self.inner.sessions
     }
 
     /// Where mirrors live and the limits on them.

@@ -194,10 +194,24 @@ async fn load_current(services: &Services, uuid: Uuid, version: i32) -> Result<u
 /// Resolves an access token to the user it was issued to, if it is still valid and not revoked.
 pub async fn authenticate(services: &Services, access_token: &str) -> Result<Actor> {
     let claims = services.tokens().verify(access_token, TokenKind::Access)?;
-    let user = load_current(services, claims.sub, claims.ver).await?;
+    let cached = match services.sessions().get(claims.sub) {
+        Some(cached) => cached,
+        None => {
+            let user = users::Entity::find_by_id(claims.sub)
+                .one(services.db())
+                .await?
+                .ok_or(Error::InvalidToken)?;
+            services
+                .sessions()
+                .put(user.uuid, user.role, user.status, user.token_version)
+        }
+    };
+    if cached.token_version != claims.ver || cached.status != UserStatus::Verified {
+        return Err(Error::InvalidToken);
+    }
     Ok(Actor::User(AuthUser {
-        id: user.uuid.into(),
-        role: user.role,
+        id: claims.sub.into(),
+        role: cached.role,
     }))
 }
 
@@ -243,7 +257,9 @@ async fn bump_token_version(
     let version = active.token_version.take().unwrap_or(0);
     active.token_version = Set(version.wrapping_add(1));
     active.updated_at = Set(Utc::now());
-    Ok(active.update(services.db()).await?)
+    let user = active.update(services.db()).await?;
+    services.sessions().invalidate(user.uuid);
+    Ok(user)
 }
 
 async fn get_model(services: &Services, id: UserId) -> Result<users::Model> {
@@ -313,7 +329,9 @@ pub async fn set_status(
         bump_token_version(services, active).await
     } else {
         active.updated_at = Set(Utc::now());
-        Ok(active.update(services.db()).await?)
+        let user = active.update(services.db()).await?;
+        services.sessions().invalidate(user.uuid);
+        Ok(user)
     }
 }
 
@@ -332,7 +350,9 @@ pub async fn set_role(
     let mut active = user.into_active_model();
     active.role = Set(role);
     active.updated_at = Set(Utc::now());
-    Ok(active.update(services.db()).await?)
+    let user = active.update(services.db()).await?;
+    services.sessions().invalidate(user.uuid);
+    Ok(user)
 }
 
 /// Deletes an account and everything it owns, in one transaction. The user themselves or an admin may.
@@ -377,6 +397,7 @@ pub async fn delete(services: &Services, actor: &Actor, id: UserId) -> Result<()
         .await?;
     users::Entity::delete_by_id(user.uuid).exec(&txn).await?;
     txn.commit().await?;
+    services.sessions().invalidate(user.uuid);
     tracing::info!(user = %user.uuid, by = %me.id, "user deleted");
     Ok(())
 }

@@ -15,29 +15,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 async fn repo(db: &DatabaseConnection, creator: Uuid) -> Uuid {
-    let now = Utc::now();
-    let uuid = Uuid::new_v4();
-    repo_units::ActiveModel {
-        uuid: Set(uuid),
-        creator_uuid: Set(creator),
-        name: Set("firmware".into()),
-        visibility: Set(Visibility::Public),
-        clone_url: Set("https://example.com/firmware.git".into()),
-        is_private_repository: Set(true),
-        credentials_encrypted: Set(Some("sealed".into())),
-        webhook_secret_encrypted: Set(None),
-        default_branch: Set(Some("main".into())),
-        sync_period_seconds: Set(86_400),
-        auto_sync: Set(true),
-        last_synced_at: Set(None),
-        last_sync_error: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(db)
-    .await
-    .unwrap();
-    uuid
+    common::insert_repo_unit(db, creator, Visibility::Public).await
 }
 
 async fn unit(
@@ -47,31 +25,7 @@ async fn unit(
     name: &str,
 ) -> (Uuid, Uuid, Uuid) {
     let now = Utc::now();
-    let uuid = Uuid::new_v4();
-    units::ActiveModel {
-        uuid: Set(uuid),
-        creator_uuid: Set(creator),
-        repo_unit_uuid: Set(repo),
-        name: Set(name.into()),
-        visibility: Set(Visibility::Public),
-        follows_default_branch: Set(true),
-        repo_branch: Set(None),
-        repo_commit: Set(None),
-        target_commit: Set(None),
-        reported_commit: Set(None),
-        update_status: Set(None),
-        update_status_at: Set(None),
-        env_encrypted: Set(Some("sealed".into())),
-        token_version: Set(0),
-        last_state: Set(Some("{}".into())),
-        last_state_at: Set(Some(now)),
-        state_storage: Set(Some("state".into())),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(db)
-    .await
-    .unwrap();
+    let uuid = common::insert_unit(db, creator, repo, name).await;
     let mut nodes = Vec::new();
     for kind in ["input", "output"] {
         let node = Uuid::new_v4();

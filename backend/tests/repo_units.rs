@@ -586,7 +586,7 @@ async fn deletion_is_refused_while_units_use_the_repo() {
         .unwrap()
         .to_owned();
     let unit = common::insert_unit(
-        &server,
+        server.services.db(),
         alice_uuid.parse().unwrap(),
         uuid.parse().unwrap(),
         "fan-1",

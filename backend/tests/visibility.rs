@@ -32,29 +32,12 @@ async fn make_user(services: &Services, login: &str, role: UserRole) -> Actor {
 }
 
 async fn make_repo(services: &Services, creator: &Actor, visibility: Visibility) -> Uuid {
-    let now = Utc::now();
-    let uuid = Uuid::new_v4();
-    repo_units::ActiveModel {
-        uuid: Set(uuid),
-        creator_uuid: Set(creator.user_id().unwrap().as_uuid()),
-        name: Set(format!("repo-{visibility}")),
-        visibility: Set(visibility),
-        clone_url: Set("https://example.com/firmware.git".into()),
-        is_private_repository: Set(false),
-        credentials_encrypted: Set(None),
-        webhook_secret_encrypted: Set(None),
-        default_branch: Set(None),
-        sync_period_seconds: Set(86_400),
-        auto_sync: Set(true),
-        last_synced_at: Set(None),
-        last_sync_error: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(services.db())
+    common::insert_repo_unit(
+        services.db(),
+        creator.user_id().unwrap().as_uuid(),
+        visibility,
+    )
     .await
-    .unwrap();
-    uuid
 }
 
 async fn services(db: &TestDb) -> Services {

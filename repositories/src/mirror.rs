@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{
     AutotagOption, Cred, CredentialType, ErrorCode, FetchOptions, FetchPrune, ObjectType,
-    RemoteCallbacks, Repository, Sort,
+    RemoteCallbacks, RemoteRedirect, Repository, Sort,
 };
 
 use crate::{CloneUrl, RepoError};
@@ -95,7 +95,9 @@ fn fetch_options<'a>(
     options
         .remote_callbacks(callbacks)
         .prune(FetchPrune::On)
-        .download_tags(AutotagOption::All);
+        .download_tags(AutotagOption::All)
+        // An off-site redirect could lead a vetted public URL to an internal host.
+        .follow_redirects(RemoteRedirect::None);
     options
 }
 

@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, TimeZone, Utc};
 use pepeunit_protocol::Visibility;
-use pepeunit_repositories::Credentials;
+use pepeunit_repositories::{Credentials, RefInfo};
 
 use crate::entities::repo_units as rows;
 use crate::error::GqlResult;
@@ -27,6 +27,15 @@ pub struct RepoUnit(rows::Model);
 pub struct GitRef {
     name: String,
     commit: String,
+}
+
+impl From<RefInfo> for GitRef {
+    fn from(r: RefInfo) -> Self {
+        Self {
+            name: r.name,
+            commit: r.commit,
+        }
+    }
 }
 
 /// A commit, for version pickers.
@@ -101,25 +110,13 @@ impl RepoUnit {
         let refs = service::branches(services(ctx)?, &actor(ctx), self.0.uuid)
             .await
             .gql()?;
-        Ok(refs
-            .into_iter()
-            .map(|r| GitRef {
-                name: r.name,
-                commit: r.commit,
-            })
-            .collect())
+        Ok(refs.into_iter().map(GitRef::from).collect())
     }
     async fn tags(&self, ctx: &Context<'_>) -> Result<Vec<GitRef>> {
         let refs = service::tags(services(ctx)?, &actor(ctx), self.0.uuid)
             .await
             .gql()?;
-        Ok(refs
-            .into_iter()
-            .map(|r| GitRef {
-                name: r.name,
-                commit: r.commit,
-            })
-            .collect())
+        Ok(refs.into_iter().map(GitRef::from).collect())
     }
     /// Commits reachable from a branch, tag or commit (default: the default branch), newest first.
     async fn commits(

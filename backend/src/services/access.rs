@@ -29,53 +29,37 @@ pub trait Guarded: EntityTrait {
     fn uuid(model: &Self::Model) -> Uuid;
 }
 
-impl Guarded for repo_units::Entity {
-    fn uuid_column() -> Self::Column {
-        repo_units::Column::Uuid
-    }
-    fn creator_column() -> Self::Column {
-        repo_units::Column::CreatorUuid
-    }
-    fn visibility_column() -> Self::Column {
-        repo_units::Column::Visibility
-    }
-    fn grant_column() -> permissions::Column {
-        permissions::Column::RepoUnitUuid
-    }
-    fn creator(model: &Self::Model) -> Uuid {
-        model.creator_uuid
-    }
-    fn visibility(model: &Self::Model) -> Visibility {
-        model.visibility
-    }
-    fn uuid(model: &Self::Model) -> Uuid {
-        model.uuid
-    }
+/// Implements [`Guarded`] for an entity with `uuid`, `creator_uuid` and `visibility` columns.
+macro_rules! guarded {
+    ($module:ident, $grant:ident) => {
+        impl Guarded for $module::Entity {
+            fn uuid_column() -> Self::Column {
+                $module::Column::Uuid
+            }
+            fn creator_column() -> Self::Column {
+                $module::Column::CreatorUuid
+            }
+            fn visibility_column() -> Self::Column {
+                $module::Column::Visibility
+            }
+            fn grant_column() -> permissions::Column {
+                permissions::Column::$grant
+            }
+            fn creator(model: &Self::Model) -> Uuid {
+                model.creator_uuid
+            }
+            fn visibility(model: &Self::Model) -> Visibility {
+                model.visibility
+            }
+            fn uuid(model: &Self::Model) -> Uuid {
+                model.uuid
+            }
+        }
+    };
 }
 
-impl Guarded for units::Entity {
-    fn uuid_column() -> Self::Column {
-        units::Column::Uuid
-    }
-    fn creator_column() -> Self::Column {
-        units::Column::CreatorUuid
-    }
-    fn visibility_column() -> Self::Column {
-        units::Column::Visibility
-    }
-    fn grant_column() -> permissions::Column {
-        permissions::Column::UnitUuid
-    }
-    fn creator(model: &Self::Model) -> Uuid {
-        model.creator_uuid
-    }
-    fn visibility(model: &Self::Model) -> Visibility {
-        model.visibility
-    }
-    fn uuid(model: &Self::Model) -> Uuid {
-        model.uuid
-    }
-}
+guarded!(repo_units, RepoUnitUuid);
+guarded!(units, UnitUuid);
 
 /// The visibility rule for one node, given whether `actor` holds a grant for it.
 pub fn can_view(actor: &Actor, creator: Uuid, visibility: Visibility, granted: bool) -> bool {

@@ -222,9 +222,42 @@ pub fn code(body: &Value) -> &str {
         .unwrap_or("<no code>")
 }
 
+/// Inserts a repo_unit row directly, for tests of rules that do not need a real mirror.
+pub async fn insert_repo_unit(
+    db: &sea_orm::DatabaseConnection,
+    creator: uuid::Uuid,
+    visibility: pepeunit_protocol::Visibility,
+) -> uuid::Uuid {
+    use pepeunit_backend::entities::repo_units;
+    use sea_orm::{ActiveModelTrait, Set};
+    let now = chrono::Utc::now();
+    let uuid = uuid::Uuid::new_v4();
+    repo_units::ActiveModel {
+        uuid: Set(uuid),
+        creator_uuid: Set(creator),
+        name: Set(format!("repo-{visibility}")),
+        visibility: Set(visibility),
+        clone_url: Set("https://example.com/firmware.git".into()),
+        is_private_repository: Set(false),
+        credentials_encrypted: Set(None),
+        webhook_secret_encrypted: Set(None),
+        default_branch: Set(Some("main".into())),
+        sync_period_seconds: Set(86_400),
+        auto_sync: Set(true),
+        last_synced_at: Set(None),
+        last_sync_error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await
+    .unwrap();
+    uuid
+}
+
 /// Inserts a unit row directly, until units have their own API.
 pub async fn insert_unit(
-    server: &TestServer,
+    db: &sea_orm::DatabaseConnection,
     creator: uuid::Uuid,
     repo_unit: uuid::Uuid,
     name: &str,
@@ -246,15 +279,15 @@ pub async fn insert_unit(
         reported_commit: Set(None),
         update_status: Set(None),
         update_status_at: Set(None),
-        env_encrypted: Set(None),
+        env_encrypted: Set(Some("sealed".into())),
         token_version: Set(0),
-        last_state: Set(None),
-        last_state_at: Set(None),
-        state_storage: Set(None),
+        last_state: Set(Some("{}".into())),
+        last_state_at: Set(Some(now)),
+        state_storage: Set(Some("state".into())),
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(server.services.db())
+    .insert(db)
     .await
     .unwrap();
     uuid

@@ -3,14 +3,17 @@
 //! - [`remote`]: which clone URLs are acceptable, including the refusal of loopback and private hosts;
 //! - [`mirror`]: cloning and fetching a bare mirror with git2, a size limit enforced while the pack
 //!   downloads, listing branches, tags and commits, and reading files at any revision;
+//! - [`bundle`]: firmware archives (zip, tar, tar.gz) of one commit, safe to unpack on a device;
 //! - [`check`]: whether a commit is usable for units (`env_example.json` and `schema_example.json`).
 //!
 //! git2 is blocking: callers run these functions on a blocking thread.
 
+pub mod bundle;
 pub mod check;
 pub mod mirror;
 pub mod remote;
 
+pub use bundle::{ArchiveFormat, ExtraFile, write_bundle};
 pub use check::{CommitCheck, check_commit};
 pub use mirror::{BranchMove, CommitInfo, Credentials, Mirror, RefInfo};
 pub use remote::{CloneUrl, RemotePolicy};

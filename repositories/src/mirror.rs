@@ -162,6 +162,16 @@ impl Mirror {
         &self.path
     }
 
+    pub(crate) fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The commit time of `revision`, in seconds since the epoch (archive entries carry it).
+    pub fn commit_time(&self, revision: &str) -> Result<i64, RepoError> {
+        let id = git2::Oid::from_str(&self.resolve(revision)?)?;
+        Ok(self.repo.find_commit(id)?.time().seconds())
+    }
+
     /// Fetches every branch and tag (deleted ones are pruned) and says which branches moved.
     pub fn fetch(
         &self,

@@ -19,6 +19,8 @@ use crate::services::Services;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
     Secrets(#[from] SecretsError),
     #[error(transparent)]
     Database(#[from] DbStartError),
@@ -40,7 +42,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     let db = db::connect(&config).await?;
     db::migrate(&db).await?;
     let secrets = InstanceSecrets::load_or_create(&config)?;
-    let services = Services::new(&config, db, secrets);
+    let services = Services::new(&config, db, secrets)?;
     let schema: PepeunitSchema = build_schema(&config, services.clone());
     tracing::info!(database = db::backend_name(services.db()), "database ready");
     Ok(App {
@@ -82,6 +84,10 @@ impl App {
             self.state.services.clone(),
             self.sync_check_interval,
         ));
+        let followers = tokio::spawn(crate::services::units::run_followers(
+            self.state.services.clone(),
+        ));
+        crate::services::units::catch_up(&self.state.services).await;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
         }
@@ -92,6 +98,7 @@ impl App {
         .with_graceful_shutdown(shutdown)
         .await?;
         scheduler.abort();
+        followers.abort();
         self.state.services.db().clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())

@@ -78,6 +78,10 @@ pub struct Config {
     pub standard_repositories: Vec<String>,
     pub sync_concurrency: usize,
     pub sync_check_interval_seconds: u64,
+    pub mqtt_public_host: Option<String>,
+    pub mqtt_public_port: u16,
+    pub unit_state_send_interval_seconds: u64,
+    pub unit_log_ttl_seconds: u64,
 }
 
 impl Default for Config {
@@ -105,6 +109,10 @@ impl Default for Config {
             standard_repositories: Vec::new(),
             sync_concurrency: 4,
             sync_check_interval_seconds: 60,
+            mqtt_public_host: None,
+            mqtt_public_port: 1883,
+            unit_state_send_interval_seconds: 300,
+            unit_log_ttl_seconds: 86_400,
         }
     }
 }
@@ -246,6 +254,38 @@ pub struct ConfigArgs {
     #[arg(long, env = "PEPEUNIT_SYNC_CHECK_INTERVAL_SECONDS", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_check_interval_seconds: Option<u64>,
+
+    /// MQTT host written into units' env.json [default: the host of the public URL]
+    #[arg(long, env = "PEPEUNIT_MQTT_PUBLIC_HOST", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_public_host: Option<String>,
+
+    /// MQTT port written into units' env.json [default: 1883]
+    #[arg(long, env = "PEPEUNIT_MQTT_PUBLIC_PORT", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_public_port: Option<u16>,
+
+    /// How often new units publish their state, in seconds (their env.json's PU_STATE_SEND_INTERVAL) [default: 300]
+    #[arg(long, env = "PEPEUNIT_UNIT_STATE_SEND_INTERVAL_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_state_send_interval_seconds: Option<u64>,
+
+    /// How long unit log lines are kept, in seconds [default: 86400]
+    #[arg(long, env = "PEPEUNIT_UNIT_LOG_TTL_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_log_ttl_seconds: Option<u64>,
+}
+
+/// Where units reach this instance, as written into their env.json.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicEndpoint {
+    pub https: bool,
+    /// Host, with the port when it is not the scheme's default; also the first segment of every topic.
+    pub domain: String,
+    /// Path under which the instance is served, without a trailing slash (`""` at the root).
+    pub app_prefix: String,
+    pub mqtt_host: String,
+    pub mqtt_port: u16,
 }
 
 /// The configuration could not be assembled.
@@ -288,7 +328,44 @@ impl Config {
                 "sync_concurrency and sync_check_interval_seconds must be positive".into(),
             ));
         }
+        self.public_endpoint()?;
+        if self.unit_state_send_interval_seconds == 0 || self.unit_log_ttl_seconds == 0 {
+            return Err(ConfigError(
+                "unit_state_send_interval_seconds and unit_log_ttl_seconds must be positive".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The public URL taken apart the way units' env.json needs it.
+    pub fn public_endpoint(&self) -> Result<PublicEndpoint, ConfigError> {
+        let bad = |why: &str| {
+            ConfigError(format!(
+                "public_url (PEPEUNIT_PUBLIC_URL) {:?} {why}",
+                self.public_url
+            ))
+        };
+        let url = url::Url::parse(&self.public_url).map_err(|_| bad("is not a URL"))?;
+        let https = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            _ => return Err(bad("must start with http:// or https://")),
+        };
+        let host = url.host_str().ok_or_else(|| bad("has no host"))?.to_owned();
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("must not carry a query or fragment"));
+        }
+        let domain = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        Ok(PublicEndpoint {
+            https,
+            domain,
+            app_prefix: url.path().trim_end_matches('/').to_owned(),
+            mqtt_host: self.mqtt_public_host.clone().unwrap_or(host),
+            mqtt_port: self.mqtt_public_port,
+        })
     }
 
     /// The database URL in force: the configured one, or SQLite inside the data dir.

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_users;
 mod m20261123_000002_graph;
+mod m20261123_000003_unit_pins;
 
 /// Runs the Pepeunit migrations in order.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_users::Migration),
             Box::new(m20261123_000002_graph::Migration),
+            Box::new(m20261123_000003_unit_pins::Migration),
         ]
     }
 }

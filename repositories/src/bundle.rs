@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use flate2::Compression;
-use flate2::write::GzEncoder;
+use flate2::write::ZlibEncoder;
 use git2::{ObjectType, Oid, TreeWalkMode, TreeWalkResult};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
@@ -19,9 +19,71 @@ use crate::{Mirror, RepoError};
 /// The archive kinds a bundle comes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveFormat {
-    Zip,
+    /// Deflated zip at a compression level 0–9.
+    Zip {
+        level: u32,
+    },
     Tar,
-    TarGz,
+    /// A tar compressed as one deflate stream, framed as zlib, raw deflate or gzip.
+    CompressedTar(DeflateStream),
+}
+
+/// The framing of a compressed stream, chosen the way Python's `zlib.compressobj(wbits=…)` chooses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Zlib,
+    Raw,
+    Gzip,
+}
+
+/// How a tar is compressed. Devices running the reference client unpack with
+/// `zlib.decompressobj(wbits=9)`: a zlib stream whose window is at most 512 bytes, which a default
+/// (32 KiB window) stream is not, so the window size is part of the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateStream {
+    pub framing: Framing,
+    pub window_bits: u8,
+    pub level: u32,
+}
+
+impl DeflateStream {
+    /// `wbits` as zlib reads it: 9–15 zlib, -15–-9 raw deflate, 25–31 gzip; `level` -1 (default) or 0–9.
+    pub fn parse(wbits: i32, level: i32) -> Result<Self, String> {
+        let (framing, bits) = match wbits {
+            9..=15 => (Framing::Zlib, wbits),
+            -15..=-9 => (Framing::Raw, -wbits),
+            25..=31 => (Framing::Gzip, wbits - 16),
+            _ => return Err(format!("wbits {wbits} is not in 9..15, -15..-9 or 25..31")),
+        };
+        let level = match level {
+            -1 => 6,
+            0..=9 => level,
+            _ => return Err(format!("level {level} is not -1 or in 0..9")),
+        };
+        Ok(Self {
+            framing,
+            window_bits: u8::try_from(bits).map_err(|e| e.to_string())?,
+            level: u32::try_from(level).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// A gzip stream (`.tar.gz`) at the best compression.
+    pub fn gzip() -> Self {
+        Self {
+            framing: Framing::Gzip,
+            window_bits: 15,
+            level: 9,
+        }
+    }
+
+    fn compressor(&self) -> flate2::Compress {
+        let level = Compression::new(self.level);
+        match self.framing {
+            Framing::Zlib => flate2::Compress::new_with_window_bits(level, true, self.window_bits),
+            Framing::Raw => flate2::Compress::new_with_window_bits(level, false, self.window_bits),
+            Framing::Gzip => flate2::Compress::new_gzip(level, self.window_bits),
+        }
+    }
 }
 
 /// A generated file added at the archive root, replacing any repository file of the same name.
@@ -152,16 +214,14 @@ fn tar_entries<W: Write>(
     })
 }
 
-/// Writes the bundle of `commit` to `out`. `level` is the compression level, 0–9.
+/// Writes the bundle of `commit` to `out`.
 pub fn write_bundle<W: Write>(
     mirror: &Mirror,
     commit: &str,
     format: ArchiveFormat,
-    level: u32,
     extra: &[ExtraFile],
     out: W,
 ) -> Result<(), RepoError> {
-    let level = level.min(9);
     let mtime = mirror.commit_time(commit)?.max(0) as u64;
     match format {
         ArchiveFormat::Tar => {
@@ -169,18 +229,20 @@ pub fn write_bundle<W: Write>(
             tar_entries(&mut builder, mirror, commit, extra, mtime)?;
             builder.into_inner()?.flush()?;
         }
-        ArchiveFormat::TarGz => {
-            let mut builder = tar::Builder::new(GzEncoder::new(out, Compression::new(level)));
+        ArchiveFormat::CompressedTar(stream) => {
+            // ZlibEncoder only drives the `Compress`; the framing is the compressor's own.
+            let encoder = ZlibEncoder::new_with_compress(out, stream.compressor());
+            let mut builder = tar::Builder::new(encoder);
             tar_entries(&mut builder, mirror, commit, extra, mtime)?;
             builder.into_inner()?.finish()?.flush()?;
         }
-        ArchiveFormat::Zip => {
+        ArchiveFormat::Zip { level } => {
             let mut zip = zip::ZipWriter::new_stream(out);
             let zip_error = |e: zip::result::ZipError| RepoError::Git(format!("zip: {e}"));
             for_each_file(mirror, commit, extra, |entry| {
                 let options = zip::write::SimpleFileOptions::default()
                     .compression_method(zip::CompressionMethod::Deflated)
-                    .compression_level(Some(i64::from(level)))
+                    .compression_level(Some(i64::from(level.min(9))))
                     .unix_permissions(if entry.executable { 0o755 } else { 0o644 });
                 zip.start_file(entry.path.as_str(), options)
                     .map_err(zip_error)?;
@@ -205,5 +267,18 @@ mod tests {
         for good in ["main.py", ".gitignore", "..hidden", "lib"] {
             assert!(safe_name(good), "{good:?}");
         }
+    }
+
+    #[test]
+    fn wbits_follow_zlib() {
+        let parsed = |w| DeflateStream::parse(w, 9).map(|s| (s.framing, s.window_bits));
+        assert_eq!(parsed(9), Ok((Framing::Zlib, 9)));
+        assert_eq!(parsed(-15), Ok((Framing::Raw, 15)));
+        assert_eq!(parsed(31), Ok((Framing::Gzip, 15)));
+        for bad in [0, 8, 16, -8, 24, 32] {
+            assert!(parsed(bad).is_err(), "{bad}");
+        }
+        assert!(DeflateStream::parse(9, 10).is_err());
+        assert_eq!(DeflateStream::parse(9, -1).map(|s| s.level), Ok(6));
     }
 }

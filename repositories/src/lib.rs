@@ -13,7 +13,7 @@ pub mod check;
 pub mod mirror;
 pub mod remote;
 
-pub use bundle::{ArchiveFormat, ExtraFile, write_bundle};
+pub use bundle::{ArchiveFormat, DeflateStream, ExtraFile, Framing, write_bundle};
 pub use check::{CommitCheck, check_commit};
 pub use mirror::{BranchMove, CommitInfo, Credentials, Mirror, RefInfo};
 pub use remote::{CloneUrl, RemotePolicy};

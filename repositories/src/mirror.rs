@@ -275,6 +275,13 @@ impl Mirror {
         Err(RepoError::UnknownRevision(revision.to_owned()))
     }
 
+    /// Whether `commit` is `head` or one of its ancestors (a commit "on" a branch).
+    pub fn contains(&self, head: &str, commit: &str) -> Result<bool, RepoError> {
+        let head = git2::Oid::from_str(&self.resolve(head)?)?;
+        let commit = git2::Oid::from_str(&self.resolve(commit)?)?;
+        Ok(head == commit || self.repo.graph_descendant_of(head, commit)?)
+    }
+
     /// Commits reachable from `revision`, newest first.
     pub fn commits(&self, revision: &str, limit: usize) -> Result<Vec<CommitInfo>, RepoError> {
         let head = git2::Oid::from_str(&self.resolve(revision)?)?;

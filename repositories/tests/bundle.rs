@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 
 use git2::{ObjectType, Oid, Repository, Signature};
-use pepeunit_repositories::{ArchiveFormat, ExtraFile, Mirror, write_bundle};
+use pepeunit_repositories::{ArchiveFormat, DeflateStream, ExtraFile, Mirror, write_bundle};
 
 fn blob(repo: &Repository, content: &str) -> Oid {
     repo.blob(content.as_bytes()).unwrap()
@@ -129,13 +129,54 @@ fn tar_and_tar_gz_hold_only_safe_regular_files() {
     let dir = tempfile::tempdir().unwrap();
     let mirror = hostile_repo(dir.path());
     let mut tar = Vec::new();
-    write_bundle(&mirror, "main", ArchiveFormat::Tar, 6, &extra(), &mut tar).unwrap();
+    write_bundle(&mirror, "main", ArchiveFormat::Tar, &extra(), &mut tar).unwrap();
     check(&list_tar(&tar));
 
+    // The reference client's unpacking: zlib.decompressobj(wbits=9), a 512-byte window.
+    let device = DeflateStream::parse(9, 9).unwrap();
+    let mut zlib = Vec::new();
+    write_bundle(
+        &mirror,
+        "main",
+        ArchiveFormat::CompressedTar(device),
+        &extra(),
+        &mut zlib,
+    )
+    .unwrap();
+    assert_eq!(zlib[0] >> 4, 1, "CINFO must announce a 512-byte window");
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(zlib.as_slice())
+        .read_to_end(&mut raw)
+        .unwrap();
+    check(&list_tar(&raw));
+
     let mut tgz = Vec::new();
-    write_bundle(&mirror, "main", ArchiveFormat::TarGz, 9, &extra(), &mut tgz).unwrap();
+    write_bundle(
+        &mirror,
+        "main",
+        ArchiveFormat::CompressedTar(DeflateStream::gzip()),
+        &extra(),
+        &mut tgz,
+    )
+    .unwrap();
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(tgz.as_slice())
+        .read_to_end(&mut raw)
+        .unwrap();
+    check(&list_tar(&raw));
+
+    let mut deflate = Vec::new();
+    let stream = DeflateStream::parse(-15, 1).unwrap();
+    write_bundle(
+        &mirror,
+        "main",
+        ArchiveFormat::CompressedTar(stream),
+        &extra(),
+        &mut deflate,
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    flate2::read::DeflateDecoder::new(deflate.as_slice())
         .read_to_end(&mut raw)
         .unwrap();
     check(&list_tar(&raw));
@@ -146,7 +187,14 @@ fn zip_holds_the_same_files() {
     let dir = tempfile::tempdir().unwrap();
     let mirror = hostile_repo(dir.path());
     let mut bytes = Vec::new();
-    write_bundle(&mirror, "main", ArchiveFormat::Zip, 6, &extra(), &mut bytes).unwrap();
+    write_bundle(
+        &mirror,
+        "main",
+        ArchiveFormat::Zip { level: 6 },
+        &extra(),
+        &mut bytes,
+    )
+    .unwrap();
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
     let mut files = BTreeMap::new();
     for i in 0..archive.len() {

@@ -16,6 +16,7 @@ pub struct Model {
     pub follows_default_branch: bool,
     pub repo_branch: Option<String>,
     pub repo_commit: Option<String>,
+    pub repo_tag: Option<String>,
     pub target_commit: Option<String>,
     pub reported_commit: Option<String>,
     pub update_status: Option<String>,

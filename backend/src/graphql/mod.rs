@@ -2,6 +2,7 @@
 
 mod repo_units;
 mod settings;
+mod units;
 mod users;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema};
@@ -19,6 +20,7 @@ pub struct QueryRoot(
     users::UserQuery,
     settings::SettingsQuery,
     repo_units::RepoUnitQuery,
+    units::UnitQuery,
 );
 
 /// Every mutation.
@@ -27,6 +29,7 @@ pub struct MutationRoot(
     users::UserMutation,
     settings::SettingsMutation,
     repo_units::RepoUnitMutation,
+    units::UnitMutation,
 );
 
 /// The schema type served at `/graphql`.

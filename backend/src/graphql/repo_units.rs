@@ -20,7 +20,7 @@ pub enum VisibilityLevel {
 }
 
 /// A mirrored firmware repository.
-pub struct RepoUnit(rows::Model);
+pub struct RepoUnit(pub(crate) rows::Model);
 
 /// A branch or tag.
 #[derive(SimpleObject)]

@@ -1,5 +1,6 @@
 //! The HTTP edge: routes, request limits, client addresses and metrics.
 
+mod device;
 mod graphql;
 mod health;
 pub mod metrics;
@@ -49,6 +50,25 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/graphql", get(graphql::graphiql).post(graphql::execute))
         .route("/api/v1/repo_units/{uuid}/webhook", post(webhooks::receive))
+        .route("/api/v1/units/env/{uuid}", get(device::env))
+        .route(
+            "/api/v1/units/get_current_schema/{uuid}",
+            get(device::schema),
+        )
+        .route(
+            "/api/v1/units/firmware/{kind}/{uuid}",
+            get(device::firmware),
+        )
+        .route(
+            "/api/v1/units/set_state_storage/{uuid}",
+            post(device::set_state_storage),
+        )
+        .route(
+            "/api/v1/units/get_state_storage/{uuid}",
+            get(device::get_state_storage),
+        )
+        .route("/api/v1/unit_nodes", get(device::unit_nodes))
+        .route("/api/v1/units", get(device::units))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

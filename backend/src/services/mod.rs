@@ -9,6 +9,7 @@ pub mod repo_units;
 pub mod session_cache;
 pub mod settings;
 pub mod tokens;
+pub mod units;
 pub mod users;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, PublicEndpoint};
 use crate::crypto::MasterKey;
 use crate::secrets::InstanceSecrets;
 
@@ -37,11 +38,24 @@ struct Inner {
     repos: repo_sync::RepoSettings,
     repo_sync: repo_sync::RepoSync,
     sessions: session_cache::SessionCache,
+    units: UnitSettings,
+}
+
+/// What units are generated with.
+#[derive(Debug, Clone)]
+pub struct UnitSettings {
+    pub endpoint: PublicEndpoint,
+    pub state_send_interval_seconds: u64,
+    pub log_ttl_seconds: u64,
 }
 
 impl Services {
-    pub fn new(config: &Config, db: DatabaseConnection, secrets: InstanceSecrets) -> Self {
-        Self {
+    pub fn new(
+        config: &Config,
+        db: DatabaseConnection,
+        secrets: InstanceSecrets,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 tokens: tokens::TokenIssuer::new(
@@ -62,8 +76,13 @@ impl Services {
                 },
                 repo_sync: repo_sync::RepoSync::new(config.sync_concurrency),
                 sessions: session_cache::SessionCache::default(),
+                units: UnitSettings {
+                    endpoint: config.public_endpoint()?,
+                    state_send_interval_seconds: config.unit_state_send_interval_seconds,
+                    log_ttl_seconds: config.unit_log_ttl_seconds,
+                },
             }),
-        }
+        })
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -94,6 +113,11 @@ impl Services {
     /// Where mirrors live and the limits on them.
     pub fn repos(&self) -> &repo_sync::RepoSettings {
         &self.inner.repos
+    }
+
+    /// The instance facts units are generated with.
+    pub fn units(&self) -> &UnitSettings {
+        &self.inner.units
     }
 
     /// Sync state and the repository event stream.

@@ -60,7 +60,7 @@ pub struct RepoUnitChange {
 const MIN_PERIOD: i32 = 60;
 const MAX_PERIOD: i32 = 30 * 24 * 3600;
 
-fn invalid(field: &'static str, message: impl Into<String>) -> Error {
+pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Error {
     Error::Validation(InvalidValue {
         field,
         message: message.into(),
@@ -79,7 +79,7 @@ fn check_period(period: i32) -> Result<i32> {
 }
 
 /// Turns a git failure into what the user can act on, naming the field to fix.
-fn remote_error(error: RepoError) -> Error {
+pub(crate) fn remote_error(error: RepoError) -> Error {
     match error {
         RepoError::UrlRefused(message) => invalid("cloneUrl", message),
         RepoError::TooLarge { limit } => invalid(
@@ -100,7 +100,7 @@ fn remote_error(error: RepoError) -> Error {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::result::Result<T, RepoError> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)

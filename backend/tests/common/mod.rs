@@ -15,6 +15,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
 pub mod git;
+pub mod units;
 use tokio::sync::oneshot;
 
 pub const PASSWORD: &str = "correct-horse-battery";
@@ -107,17 +108,24 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        // Server logs (incidents included) show in a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn,pepeunit_backend=info")
+            .with_test_writer()
+            .try_init();
         let db = TestDb::new().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
         let mut config = db.config();
+        // Units' env.json points at this server, so real clients can call it back.
+        config.public_url = base.clone();
         adjust(&mut config);
         let app = pepeunit_backend::build(config)
             .await
             .expect("server builds");
         let services = app.services().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.serve(listener, async {
             let _ = stopped.await;
@@ -275,6 +283,7 @@ pub async fn insert_unit(
         follows_default_branch: Set(true),
         repo_branch: Set(None),
         repo_commit: Set(None),
+        repo_tag: Set(None),
         target_commit: Set(None),
         reported_commit: Set(None),
         update_status: Set(None),

@@ -1,0 +1,140 @@
+//! A unit's firmware bundle, generated on each download and streamed.
+//!
+//! The archive is written on a blocking thread into a bounded channel of chunks, so a slow client holds
+//! at most a few chunks in memory however large the repository is, and a client that goes away stops the
+//! writer at its next chunk.
+
+use std::io::Write;
+
+use pepeunit_repositories::{ArchiveFormat, ExtraFile, Mirror, RepoError, write_bundle};
+use tokio::sync::mpsc;
+
+use crate::entities::units;
+use crate::error::{Error, Result};
+use crate::services::Services;
+use crate::services::units::{env::StoredEnv, schema_json};
+
+const CHUNK: usize = 64 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// A bundle on its way: the file name to offer and the chunks as they are written.
+pub struct BundleStream {
+    pub file_name: String,
+    pub content_type: &'static str,
+    pub chunks: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+}
+
+/// Forwards writes to the channel in chunks; fails once the receiver is gone.
+struct ChannelWriter {
+    buffer: Vec<u8>,
+    sender: mpsc::Sender<std::io::Result<Vec<u8>>>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// How long a download link from the web app stays valid.
+const LINK_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A download URL (relative to the instance) for the unit's creator, valid for a few minutes; `kind` is
+/// `zip`, `tar` or `tgz` (gzip, the usual `.tar.gz`).
+pub async fn download_link(
+    services: &Services,
+    actor: &crate::services::Actor,
+    uuid: uuid::Uuid,
+    kind: &str,
+) -> Result<String> {
+    // Same audience as env.json: the bundle carries it.
+    super::env::creators_unit(services, actor, uuid).await?;
+    let token = services.tokens().issue_download(uuid, LINK_TTL)?;
+    let query = match kind {
+        "tgz" => "wbits=31&level=9&",
+        _ => "",
+    };
+    Ok(format!(
+        "{}{}/units/firmware/{kind}/{uuid}?{query}download_token={token}",
+        services.units().endpoint.app_prefix,
+        super::env::API_PREFIX,
+    ))
+}
+
+fn pretty(value: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(Error::internal)
+}
+
+/// Starts writing the bundle of `unit`; the caller has already decided the caller may have it.
+pub async fn stream(
+    services: &Services,
+    unit: &units::Model,
+    format: ArchiveFormat,
+) -> Result<BundleStream> {
+    let env = StoredEnv::open(services, unit)?.render(services, unit);
+    let schema = schema_json::render(services, unit).await?;
+    let extra = vec![
+        ExtraFile {
+            path: "env.json".into(),
+            bytes: pretty(&env)?,
+        },
+        ExtraFile {
+            path: "schema.json".into(),
+            bytes: pretty(&schema)?,
+        },
+    ];
+    let commit = unit
+        .target_commit
+        .clone()
+        .ok_or_else(|| Error::internal("unit without a target commit"))?;
+    let path = services.repos().mirror_path(unit.repo_unit_uuid);
+    let (sender, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let unit_uuid = unit.uuid;
+    tokio::task::spawn_blocking(move || {
+        let mut writer = ChannelWriter {
+            buffer: Vec::with_capacity(CHUNK),
+            sender: sender.clone(),
+        };
+        let result = Mirror::open(&path)
+            .and_then(|mirror| write_bundle(&mirror, &commit, format, &extra, &mut writer))
+            .and_then(|()| writer.flush().map_err(RepoError::from));
+        if let Err(error) = result {
+            tracing::warn!(unit = %unit_uuid, %error, "bundle aborted");
+            // Ends the body with an error so the client sees a broken download, not a short archive.
+            let _ = sender.blocking_send(Err(std::io::Error::other("bundle failed")));
+        }
+    });
+    let (extension, content_type) = match format {
+        ArchiveFormat::Zip { .. } => ("zip", "application/zip"),
+        ArchiveFormat::Tar => ("tar", "application/x-tar"),
+        ArchiveFormat::CompressedTar(stream) => match stream.framing {
+            pepeunit_repositories::Framing::Gzip => ("tar.gz", "application/gzip"),
+            _ => ("tgz", "application/octet-stream"),
+        },
+    };
+    Ok(BundleStream {
+        file_name: format!("{}.{extension}", unit.name),
+        content_type,
+        chunks,
+    })
+}

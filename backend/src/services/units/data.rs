@@ -1,0 +1,283 @@
+//! What units report and what users send them: state, logs, variable values and their history.
+//!
+//! The `record_*` functions are the ingestion side (the broker calls them for what units publish); the
+//! rest are reads and writes for the API. State and logs may reveal a device's network and internals, so
+//! only the unit's creator and admins read them; values follow the unit's visibility.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::domain::InvalidValue;
+use crate::entities::{unit_logs, unit_node_values, unit_nodes, units};
+use crate::error::{Error, Result};
+use crate::services::units::links::{may_write_input, visible_node};
+use crate::services::units::nodes::HistoryPolicy;
+use crate::services::{Actor, Services, access};
+
+/// Most bytes of one variable value.
+pub const VALUE_LIMIT: usize = 64 * 1024;
+
+/// Stores `value` as the node's last value and, by its policy, in its history; trims what the policy
+/// no longer keeps.
+pub async fn record_value(
+    db: &impl ConnectionTrait,
+    node: &unit_nodes::Model,
+    value: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let mut active = node.clone().into_active_model();
+    active.last_value = Set(Some(value.to_owned()));
+    active.last_value_at = Set(Some(at));
+    active.updated_at = Set(at);
+    active.update(db).await?;
+    let policy = HistoryPolicy::of(node);
+    if policy == HistoryPolicy::LastValue {
+        return Ok(());
+    }
+    unit_node_values::ActiveModel {
+        unit_node_uuid: Set(node.uuid),
+        value: Set(value.to_owned()),
+        created_at: Set(at),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    match policy {
+        HistoryPolicy::LastN(n) => {
+            let keep_from: Option<i64> = unit_node_values::Entity::find()
+                .select_only()
+                .column(unit_node_values::Column::Id)
+                .filter(unit_node_values::Column::UnitNodeUuid.eq(node.uuid))
+                .order_by_desc(unit_node_values::Column::Id)
+                .offset(u64::from(n.saturating_sub(1)))
+                .limit(1)
+                .into_tuple()
+                .one(db)
+                .await?;
+            if let Some(oldest_kept) = keep_from {
+                unit_node_values::Entity::delete_many()
+                    .filter(unit_node_values::Column::UnitNodeUuid.eq(node.uuid))
+                    .filter(unit_node_values::Column::Id.lt(oldest_kept))
+                    .exec(db)
+                    .await?;
+            }
+        }
+        HistoryPolicy::Window(seconds) => {
+            unit_node_values::Entity::delete_many()
+                .filter(unit_node_values::Column::UnitNodeUuid.eq(node.uuid))
+                .filter(
+                    unit_node_values::Column::CreatedAt
+                        .lt(at - Duration::seconds(i64::from(seconds))),
+                )
+                .exec(db)
+                .await?;
+        }
+        HistoryPolicy::LastValue => {}
+    }
+    Ok(())
+}
+
+/// Sets an input's value from the API. The broker publishes it to the unit.
+pub async fn set_input_value(
+    services: &Services,
+    actor: &Actor,
+    node: Uuid,
+    value: &str,
+) -> Result<unit_nodes::Model> {
+    if value.len() > VALUE_LIMIT {
+        return Err(Error::Validation(InvalidValue {
+            field: "value",
+            message: format!("must be at most {VALUE_LIMIT} bytes"),
+        }));
+    }
+    let (node, unit) = visible_node(services, actor, node).await?;
+    may_write_input(actor, &node, &unit)?;
+    record_value(services.db(), &node, value, Utc::now()).await?;
+    unit_nodes::Entity::find_by_id(node.uuid)
+        .one(services.db())
+        .await?
+        .ok_or(Error::NotFound("unit_node"))
+}
+
+/// What the creator may change on a node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeChange {
+    pub is_rewritable_input: Option<bool>,
+    pub history: Option<HistoryPolicy>,
+}
+
+/// Changes a node's settings; the unit's creator or an admin.
+pub async fn update_node(
+    services: &Services,
+    actor: &Actor,
+    uuid: Uuid,
+    change: NodeChange,
+) -> Result<unit_nodes::Model> {
+    let (node, unit) = visible_node(services, actor, uuid).await?;
+    access::ensure_can_edit(actor, unit.creator_uuid)?;
+    let mut active = node.into_active_model();
+    if let Some(rewritable) = change.is_rewritable_input {
+        active.is_rewritable_input = Set(rewritable);
+    }
+    if let Some(policy) = change.history {
+        let bad = match policy {
+            HistoryPolicy::LastN(n) => !(1..=10_000).contains(&n),
+            HistoryPolicy::Window(s) => !(1..=366 * 86_400).contains(&s),
+            HistoryPolicy::LastValue => false,
+        };
+        if bad {
+            return Err(Error::Validation(InvalidValue {
+                field: "history",
+                message: "keep 1 to 10000 values or a window of up to a year".into(),
+            }));
+        }
+        let (name, limit, window) = policy.columns();
+        active.history_policy = Set(name.to_owned());
+        active.history_limit = Set(limit);
+        active.history_window_seconds = Set(window);
+    }
+    active.updated_at = Set(Utc::now());
+    Ok(active.update(services.db()).await?)
+}
+
+/// A node's history, newest first.
+pub async fn history(
+    services: &Services,
+    actor: &Actor,
+    node: Uuid,
+    limit: u64,
+) -> Result<Vec<unit_node_values::Model>> {
+    visible_node(services, actor, node).await?;
+    Ok(unit_node_values::Entity::find()
+        .filter(unit_node_values::Column::UnitNodeUuid.eq(node))
+        .order_by_desc(unit_node_values::Column::Id)
+        .limit(limit.min(10_000))
+        .all(services.db())
+        .await?)
+}
+
+/// Stores a `state/pepeunit` payload as the unit's last state. Anything but a JSON object is refused.
+pub async fn record_state(db: &impl ConnectionTrait, unit: Uuid, payload: &[u8]) -> Result<()> {
+    let state: serde_json::Map<String, Value> = serde_json::from_slice(payload).map_err(|e| {
+        Error::Validation(InvalidValue {
+            field: "state",
+            message: format!("is not a JSON object: {e}"),
+        })
+    })?;
+    let Some(row) = units::Entity::find_by_id(unit).one(db).await? else {
+        return Err(Error::NotFound("unit"));
+    };
+    let mut active = row.into_active_model();
+    active.reported_commit = Set(state
+        .get("pu_commit_version")
+        .and_then(Value::as_str)
+        .map(str::to_owned));
+    active.last_state = Set(Some(Value::Object(state).to_string()));
+    active.last_state_at = Set(Some(Utc::now()));
+    active.update(db).await?;
+    Ok(())
+}
+
+/// One log line as a unit publishes it on `log/pepeunit`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogEntry {
+    pub level: String,
+    pub text: String,
+    pub create_datetime: Option<String>,
+}
+
+/// Stores a `log/pepeunit` payload (one entry or a list), each line kept for `ttl`.
+pub async fn record_logs(
+    db: &impl ConnectionTrait,
+    unit: Uuid,
+    payload: &[u8],
+    ttl: std::time::Duration,
+) -> Result<usize> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Payload {
+        One(LogEntry),
+        Many(Vec<LogEntry>),
+    }
+    let entries = match serde_json::from_slice::<Payload>(payload) {
+        Ok(Payload::One(entry)) => vec![entry],
+        Ok(Payload::Many(entries)) => entries,
+        Err(e) => {
+            return Err(Error::Validation(InvalidValue {
+                field: "log",
+                message: format!("is not a log entry or a list of them: {e}"),
+            }));
+        }
+    };
+    let now = Utc::now();
+    let expires = now + Duration::from_std(ttl).map_err(Error::internal)?;
+    let rows: Vec<unit_logs::ActiveModel> = entries
+        .iter()
+        .map(|entry| {
+            let at = entry
+                .create_datetime
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .filter(|t| *t <= now)
+                .unwrap_or(now);
+            unit_logs::ActiveModel {
+                unit_uuid: Set(unit),
+                level: Set(entry.level.chars().take(16).collect()),
+                text: Set(entry.text.chars().take(4096).collect()),
+                created_at: Set(at),
+                expires_at: Set(expires),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let count = rows.len();
+    if count > 0 {
+        unit_logs::Entity::insert_many(rows).exec(db).await?;
+    }
+    Ok(count)
+}
+
+/// Deletes expired log lines; returns how many.
+pub async fn purge_expired_logs(services: &Services) -> Result<u64> {
+    Ok(unit_logs::Entity::delete_many()
+        .filter(unit_logs::Column::ExpiresAt.lt(Utc::now()))
+        .exec(services.db())
+        .await?
+        .rows_affected)
+}
+
+/// A unit's unexpired log lines, newest first, with their total; the creator or an admin.
+pub async fn logs(
+    services: &Services,
+    actor: &Actor,
+    unit: Uuid,
+    limit: u64,
+    offset: u64,
+) -> Result<(Vec<unit_logs::Model>, u64)> {
+    let unit = access::find_visible::<units::Entity>(services.db(), actor, unit, "unit").await?;
+    access::ensure_can_edit(actor, unit.creator_uuid)?;
+    let select = unit_logs::Entity::find()
+        .filter(unit_logs::Column::UnitUuid.eq(unit.uuid))
+        .filter(unit_logs::Column::ExpiresAt.gt(Utc::now()));
+    let total = select.clone().count(services.db()).await?;
+    let rows = select
+        .order_by_desc(unit_logs::Column::CreatedAt)
+        .order_by_desc(unit_logs::Column::Id)
+        .limit(limit.min(1000))
+        .offset(offset)
+        .all(services.db())
+        .await?;
+    Ok((rows, total))
+}
+
+/// Whether `actor` may read the unit's state, logs and state storage.
+pub fn may_read_private_data(actor: &Actor, unit: &units::Model) -> bool {
+    access::ensure_can_edit(actor, unit.creator_uuid).is_ok()
+}

@@ -88,6 +88,9 @@ impl App {
             self.state.services.clone(),
         ));
         crate::services::units::catch_up(&self.state.services).await;
+        let log_purge = tokio::spawn(crate::services::units::data::run_log_purge(
+            self.state.services.clone(),
+        ));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
         }
@@ -99,6 +102,7 @@ impl App {
         .await?;
         scheduler.abort();
         followers.abort();
+        log_purge.abort();
         self.state.services.db().clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())

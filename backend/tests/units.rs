@@ -51,6 +51,8 @@ fn with_ignored_files(source: &common::git::SourceRepo) {
     source.write("examples/demo.py", "demo");
     source.write("lib/util.py", "def util(): pass\n");
     source.write("env.json", "{\"stale\": true}");
+    std::os::unix::fs::symlink("/etc", source.work.join("etc-link")).unwrap();
+    std::os::unix::fs::symlink("../../..", source.work.join("lib/up-link")).unwrap();
     source.commit("firmware with extras");
 }
 

@@ -253,6 +253,20 @@ pub async fn purge_expired_logs(services: &Services) -> Result<u64> {
         .rows_affected)
 }
 
+/// Deletes expired log lines every ten minutes; reads already hide them, this only frees the space.
+pub async fn run_log_purge(services: Services) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(600));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match purge_expired_logs(&services).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired unit logs deleted"),
+            Err(error) => tracing::warn!(%error, "purging unit logs failed"),
+        }
+    }
+}
+
 /// A unit's unexpired log lines, newest first, with their total; the creator or an admin.
 pub async fn logs(
     services: &Services,

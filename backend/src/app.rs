@@ -8,18 +8,22 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::db::{self, DbStartError};
 use crate::graphql::{PepeunitSchema, build_schema};
 use crate::http::{self, AppState, metrics::Metrics};
 use crate::secrets::{InstanceSecrets, SecretsError};
 use crate::services::Services;
+use crate::services::units::events::UnitEvent;
 
 /// The server could not start; the message says which setting to change.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    MqttBind(#[from] crate::broker::BindError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
     #[error(transparent)]
@@ -35,14 +39,21 @@ pub enum StartError {
 pub struct App {
     state: AppState,
     sync_check_interval: std::time::Duration,
+    broker: Broker,
+    mqtt_bind: SocketAddr,
+    mqtt_listener: Option<TcpListener>,
+    unit_events: tokio::sync::broadcast::Receiver<UnitEvent>,
 }
 
-/// Opens the database, applies migrations and loads the instance secrets.
+/// Opens the database, applies migrations and loads the instance secrets. Binds nothing: the CLI builds an
+/// app to administer it without serving.
 pub async fn build(config: Config) -> Result<App, StartError> {
     let db = db::connect(&config).await?;
     db::migrate(&db).await?;
     let secrets = InstanceSecrets::load_or_create(&config)?;
     let services = Services::new(&config, db, secrets)?;
+    let unit_events = services.unit_events().subscribe();
+    let broker = Broker::new(services.clone());
     let schema: PepeunitSchema = build_schema(&config, services.clone());
     tracing::info!(database = db::backend_name(services.db()), "database ready");
     Ok(App {
@@ -54,7 +65,16 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             trust_forwarded_for: config.trust_forwarded_for,
         },
         sync_check_interval: std::time::Duration::from_secs(config.sync_check_interval_seconds),
+        broker,
+        mqtt_bind: config.mqtt_bind,
+        mqtt_listener: None,
+        unit_events,
     })
+}
+
+/// Binds the configured MQTT address.
+pub async fn bind_mqtt(config: &Config) -> Result<TcpListener, StartError> {
+    Ok(crate::broker::bind(config.mqtt_bind).await?)
 }
 
 /// Binds the configured HTTP address.
@@ -71,6 +91,17 @@ impl App {
     /// The services, for the CLI and for tests that set up data directly.
     pub fn services(&self) -> &Services {
         &self.state.services
+    }
+
+    /// Serves MQTT on `listener` instead of binding `mqtt_bind` in [`App::serve`].
+    pub fn with_mqtt_listener(mut self, listener: TcpListener) -> Self {
+        self.mqtt_listener = Some(listener);
+        self
+    }
+
+    /// The embedded broker.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then drains in-flight requests.
@@ -91,6 +122,23 @@ impl App {
         let log_purge = tokio::spawn(crate::services::units::data::run_log_purge(
             self.state.services.clone(),
         ));
+        if let Err(error) = self.broker.restore().await {
+            tracing::warn!(%error, "restoring retained messages failed");
+        }
+        let commands = tokio::spawn(crate::broker::commands::run(
+            self.broker.clone(),
+            self.unit_events,
+        ));
+        let mqtt_listener = match self.mqtt_listener {
+            Some(listener) => listener,
+            None => crate::broker::bind(self.mqtt_bind)
+                .await
+                .map_err(|e| std::io::Error::new(e.source.kind(), e.to_string()))?,
+        };
+        if let Ok(addr) = mqtt_listener.local_addr() {
+            tracing::info!(%addr, "mqtt listening");
+        }
+        let mqtt = tokio::spawn(self.broker.clone().serve(mqtt_listener));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
         }
@@ -103,33 +151,41 @@ impl App {
         scheduler.abort();
         followers.abort();
         log_purge.abort();
+        commands.abort();
+        mqtt.abort();
         self.state.services.db().clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when it is first
+/// polled, so a signal during start-up (migrations, restoring retained messages) still stops gracefully.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => {},
+                () = wait(terminate) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
+            tracing::info!("shutdown requested");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
     }
-    tracing::info!("shutdown requested");
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+    }
 }

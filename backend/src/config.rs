@@ -78,8 +78,9 @@ pub struct Config {
     pub standard_repositories: Vec<String>,
     pub sync_concurrency: usize,
     pub sync_check_interval_seconds: u64,
+    pub mqtt_bind: SocketAddr,
     pub mqtt_public_host: Option<String>,
-    pub mqtt_public_port: u16,
+    pub mqtt_public_port: Option<u16>,
     pub unit_state_send_interval_seconds: u64,
     pub unit_log_ttl_seconds: u64,
 }
@@ -109,8 +110,9 @@ impl Default for Config {
             standard_repositories: Vec::new(),
             sync_concurrency: 4,
             sync_check_interval_seconds: 60,
+            mqtt_bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             mqtt_public_host: None,
-            mqtt_public_port: 1883,
+            mqtt_public_port: None,
             unit_state_send_interval_seconds: 300,
             unit_log_ttl_seconds: 86_400,
         }
@@ -255,12 +257,17 @@ pub struct ConfigArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_check_interval_seconds: Option<u64>,
 
+    /// MQTT listen address of the embedded broker [default: 127.0.0.1:1883]
+    #[arg(long, env = "PEPEUNIT_MQTT_BIND", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_bind: Option<SocketAddr>,
+
     /// MQTT host written into units' env.json [default: the host of the public URL]
     #[arg(long, env = "PEPEUNIT_MQTT_PUBLIC_HOST", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt_public_host: Option<String>,
 
-    /// MQTT port written into units' env.json [default: 1883]
+    /// MQTT port written into units' env.json [default: the port of mqtt_bind]
     #[arg(long, env = "PEPEUNIT_MQTT_PUBLIC_PORT", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt_public_port: Option<u16>,
@@ -364,7 +371,7 @@ impl Config {
             domain,
             app_prefix: url.path().trim_end_matches('/').to_owned(),
             mqtt_host: self.mqtt_public_host.clone().unwrap_or(host),
-            mqtt_port: self.mqtt_public_port,
+            mqtt_port: self.mqtt_public_port.unwrap_or(self.mqtt_bind.port()),
         })
     }
 
@@ -395,6 +402,7 @@ impl Config {
             data_dir: data_dir.to_path_buf(),
             database_url: database_url.map(Secret::new),
             http_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Self::default()
         }
     }

@@ -4,6 +4,7 @@
 //! (storage). A service never knows which transport called it.
 
 pub mod app;
+pub mod broker;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -16,5 +17,5 @@ pub mod secrets;
 pub mod services;
 pub mod telemetry;
 
-pub use app::{App, StartError, bind, build, shutdown_signal};
+pub use app::{App, StartError, bind, bind_mqtt, build, shutdown_signal};
 pub use config::Config;

@@ -10,7 +10,7 @@ use pepeunit_backend::domain::{UserRole, UserStatus};
 use pepeunit_backend::services::repo_units;
 use pepeunit_backend::services::users::{self, Registration};
 use pepeunit_backend::services::{Actor, AuthUser};
-use pepeunit_backend::{bind, build, shutdown_signal, telemetry};
+use pepeunit_backend::{bind, bind_mqtt, build, shutdown_signal, telemetry};
 
 /// Pepeunit: a federated IoT graph platform. Every setting below can also come from a
 /// `PEPEUNIT_*` environment variable or a TOML file (`--config`).
@@ -70,9 +70,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(&config);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let shutdown = shutdown_signal();
             let app = build(config.clone()).await?;
             let listener = bind(&config).await?;
-            app.serve(listener, shutdown_signal()).await?;
+            let mqtt = bind_mqtt(&config).await?;
+            app.with_mqtt_listener(mqtt)
+                .serve(listener, shutdown)
+                .await?;
         }
         Command::Migrate => {
             let db = pepeunit_backend::db::connect(&config).await?;

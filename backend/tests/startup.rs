@@ -15,6 +15,7 @@ fn pepeunit(data_dir: &std::path::Path) -> Command {
         .env_clear()
         .env("PEPEUNIT_DATA_DIR", data_dir)
         .env("PEPEUNIT_HTTP_BIND", "127.0.0.1:0")
+        .env("PEPEUNIT_MQTT_BIND", "127.0.0.1:0")
         .stdin(Stdio::null());
     command
 }
@@ -68,6 +69,20 @@ fn port_in_use_names_the_setting() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("PEPEUNIT_HTTP_BIND"), "{stderr}");
+}
+
+#[test]
+fn mqtt_port_in_use_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = pepeunit(dir.path())
+        .env("PEPEUNIT_MQTT_BIND", &addr)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("PEPEUNIT_MQTT_BIND"), "{stderr}");
 }
 
 #[test]

@@ -85,7 +85,8 @@ async fn a_unit_gets_nodes_env_schema_and_bundles_through_the_device_api() {
     assert_eq!(env["PU_HTTP_TYPE"], "http");
     assert_eq!(env["PU_APP_PREFIX"], "");
     assert_eq!(env["PU_API_ACTUAL_PREFIX"], "/api/v1");
-    assert_eq!(env["PU_MQTT_PORT"], 1883);
+    assert_eq!(env["PU_MQTT_PORT"], fx.server.mqtt.port());
+    assert_eq!(env["PU_MQTT_HOST"], "127.0.0.1");
     assert_eq!(
         env["PU_STATE_SEND_INTERVAL"], 300,
         "the example's value wins"

@@ -9,6 +9,7 @@ use crate::entities::{unit_logs, unit_node_edges, unit_node_values, unit_nodes, 
 use crate::error::{Error, GqlResult};
 use crate::graphql::repo_units::{RepoUnit, VisibilityLevel};
 use crate::graphql::{actor, parse_uuid, services};
+use crate::services::units::events::UnitCommand;
 use crate::services::units::nodes::{HistoryPolicy, NodeKind};
 use crate::services::units::{
     self as service, NewUnit, UnitChange, UnitFilter, UnitTarget, bundle, data, device, env, links,
@@ -108,6 +109,13 @@ impl Unit {
     /// The commit the unit last reported running.
     async fn reported_commit(&self) -> Option<&str> {
         self.0.reported_commit.as_deref()
+    }
+    /// `pending` after the target moved, `done` once the unit reports running it.
+    async fn update_status(&self) -> Option<&str> {
+        self.0.update_status.as_deref()
+    }
+    async fn update_status_at(&self) -> Option<DateTime<Utc>> {
+        self.0.update_status_at
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -504,6 +512,24 @@ impl UnitMutation {
                 .await
                 .gql()?,
         ))
+    }
+
+    /// Asks the unit to publish its whole log (`log_sync/pepeunit`).
+    async fn request_log_sync(&self, ctx: &Context<'_>, uuid: ID) -> Result<bool> {
+        let uuid = parse_uuid(&uuid).gql()?;
+        service::send_command(services(ctx)?, &actor(ctx), uuid, UnitCommand::LogSync)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Asks the unit to restart (`reset/pepeunit`).
+    async fn reset_unit(&self, ctx: &Context<'_>, uuid: ID) -> Result<bool> {
+        let uuid = parse_uuid(&uuid).gql()?;
+        service::send_command(services(ctx)?, &actor(ctx), uuid, UnitCommand::Reset)
+            .await
+            .gql()?;
+        Ok(true)
     }
 
     /// Links an output to an input; the input's unit gets the output's topic in its schema.json.

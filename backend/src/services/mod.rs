@@ -39,6 +39,7 @@ struct Inner {
     repo_sync: repo_sync::RepoSync,
     sessions: session_cache::SessionCache,
     units: UnitSettings,
+    unit_events: units::events::UnitEvents,
 }
 
 /// What units are generated with.
@@ -81,6 +82,7 @@ impl Services {
                     state_send_interval_seconds: config.unit_state_send_interval_seconds,
                     log_ttl_seconds: config.unit_log_ttl_seconds,
                 },
+                unit_events: units::events::UnitEvents::default(),
             }),
         })
     }
@@ -118,6 +120,11 @@ impl Services {
     /// The instance facts units are generated with.
     pub fn units(&self) -> &UnitSettings {
         &self.inner.units
+    }
+
+    /// What happens to units, for the broker and live views.
+    pub fn unit_events(&self) -> &units::events::UnitEvents {
+        &self.inner.unit_events
     }
 
     /// Sync state and the repository event stream.

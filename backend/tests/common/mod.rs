@@ -15,6 +15,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
 pub mod git;
+pub mod mqtt;
 pub mod units;
 use tokio::sync::oneshot;
 
@@ -96,6 +97,7 @@ impl Drop for TestDb {
 /// A running server.
 pub struct TestServer {
     pub base: String,
+    pub mqtt: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub services: Services,
     pub db: TestDb,
@@ -118,13 +120,19 @@ impl TestServer {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let mqtt_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mqtt");
+        let mqtt = mqtt_listener.local_addr().expect("mqtt addr");
         let mut config = db.config();
         // Units' env.json points at this server, so real clients can call it back.
         config.public_url = base.clone();
+        config.mqtt_bind = mqtt;
         adjust(&mut config);
         let app = pepeunit_backend::build(config)
             .await
-            .expect("server builds");
+            .expect("server builds")
+            .with_mqtt_listener(mqtt_listener);
         let services = app.services().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.serve(listener, async {
@@ -132,6 +140,7 @@ impl TestServer {
         }));
         Self {
             base,
+            mqtt,
             client: reqwest::Client::new(),
             services,
             db,

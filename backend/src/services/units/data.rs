@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::domain::InvalidValue;
 use crate::entities::{unit_logs, unit_node_values, unit_nodes, units};
 use crate::error::{Error, Result};
+use crate::services::units::events::UnitEvent;
 use crate::services::units::links::{may_write_input, visible_node};
 use crate::services::units::nodes::HistoryPolicy;
 use crate::services::{Actor, Services, access};
@@ -48,12 +49,22 @@ pub async fn record_value(
     }
     .insert(db)
     .await?;
+    trim_history(db, node.uuid, policy, at).await
+}
+
+/// Drops the history `policy` no longer keeps, as of `at`.
+pub async fn trim_history(
+    db: &impl ConnectionTrait,
+    node: Uuid,
+    policy: HistoryPolicy,
+    at: DateTime<Utc>,
+) -> Result<()> {
     match policy {
         HistoryPolicy::LastN(n) => {
             let keep_from: Option<i64> = unit_node_values::Entity::find()
                 .select_only()
                 .column(unit_node_values::Column::Id)
-                .filter(unit_node_values::Column::UnitNodeUuid.eq(node.uuid))
+                .filter(unit_node_values::Column::UnitNodeUuid.eq(node))
                 .order_by_desc(unit_node_values::Column::Id)
                 .offset(u64::from(n.saturating_sub(1)))
                 .limit(1)
@@ -62,7 +73,7 @@ pub async fn record_value(
                 .await?;
             if let Some(oldest_kept) = keep_from {
                 unit_node_values::Entity::delete_many()
-                    .filter(unit_node_values::Column::UnitNodeUuid.eq(node.uuid))
+                    .filter(unit_node_values::Column::UnitNodeUuid.eq(node))
                     .filter(unit_node_values::Column::Id.lt(oldest_kept))
                     .exec(db)
                     .await?;
@@ -70,7 +81,7 @@ pub async fn record_value(
         }
         HistoryPolicy::Window(seconds) => {
             unit_node_values::Entity::delete_many()
-                .filter(unit_node_values::Column::UnitNodeUuid.eq(node.uuid))
+                .filter(unit_node_values::Column::UnitNodeUuid.eq(node))
                 .filter(
                     unit_node_values::Column::CreatedAt
                         .lt(at - Duration::seconds(i64::from(seconds))),
@@ -99,6 +110,10 @@ pub async fn set_input_value(
     let (node, unit) = visible_node(services, actor, node).await?;
     may_write_input(actor, &node, &unit)?;
     record_value(services.db(), &node, value, Utc::now()).await?;
+    services.unit_events().send(UnitEvent::InputSet {
+        node: node.uuid,
+        value: value.to_owned(),
+    });
     unit_nodes::Entity::find_by_id(node.uuid)
         .one(services.db())
         .await?
@@ -173,13 +188,21 @@ pub async fn record_state(db: &impl ConnectionTrait, unit: Uuid, payload: &[u8])
     let Some(row) = units::Entity::find_by_id(unit).one(db).await? else {
         return Err(Error::NotFound("unit"));
     };
-    let mut active = row.into_active_model();
-    active.reported_commit = Set(state
+    let reported = state
         .get("pu_commit_version")
         .and_then(Value::as_str)
-        .map(str::to_owned));
+        .map(str::to_owned);
+    let now = Utc::now();
+    let reached = reported.is_some() && reported == row.target_commit;
+    let pending = row.update_status.as_deref() == Some(super::UPDATE_PENDING);
+    let mut active = row.into_active_model();
+    if reached && pending {
+        active.update_status = Set(Some(super::UPDATE_DONE.to_owned()));
+        active.update_status_at = Set(Some(now));
+    }
+    active.reported_commit = Set(reported);
     active.last_state = Set(Some(Value::Object(state).to_string()));
-    active.last_state_at = Set(Some(Utc::now()));
+    active.last_state_at = Set(Some(now));
     active.update(db).await?;
     Ok(())
 }

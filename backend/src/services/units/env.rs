@@ -21,6 +21,7 @@ use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
 use crate::entities::units;
 use crate::error::{Error, Result};
 use crate::services::repo_units::{blocking, invalid};
+use crate::services::units::events::UnitEvent;
 use crate::services::{Actor, Services, access};
 
 /// Where the device REST API lives under the instance URL.
@@ -265,6 +266,9 @@ pub async fn edit(
     active.env_encrypted = Set(Some(stored.seal(services)?));
     active.updated_at = Set(Utc::now());
     let unit = active.update(services.db()).await?;
+    services
+        .unit_events()
+        .send(UnitEvent::EnvChanged(unit.uuid));
     Ok(stored.render(services, &unit))
 }
 
@@ -286,6 +290,7 @@ pub async fn regenerate(
     active.env_encrypted = Set(Some(stored.seal(services)?));
     active.updated_at = Set(Utc::now());
     let unit = active.update(services.db()).await?;
+    services.unit_events().send(UnitEvent::Revoked(unit.uuid));
     Ok(stored.render(services, &unit))
 }
 

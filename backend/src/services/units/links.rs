@@ -5,11 +5,14 @@
 //! a unit they may change, or into an input its creator marked rewritable and they can see.
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+};
 use uuid::Uuid;
 
 use crate::entities::{unit_node_edges, unit_nodes, units};
 use crate::error::{Error, Result};
+use crate::services::units::events::UnitEvent;
 use crate::services::units::nodes::NodeKind;
 use crate::services::{Actor, Services, access};
 
@@ -95,6 +98,9 @@ pub async fn create(
             Error::Database(e)
         }
     })?;
+    services
+        .unit_events()
+        .send(UnitEvent::SchemaChanged(input_unit.uuid));
     Ok(edge)
 }
 
@@ -114,7 +120,39 @@ pub async fn delete(services: &Services, actor: &Actor, uuid: Uuid) -> Result<()
     unit_node_edges::Entity::delete_by_id(uuid)
         .exec(services.db())
         .await?;
+    services
+        .unit_events()
+        .send(UnitEvent::SchemaChanged(input_unit.uuid));
     Ok(())
+}
+
+/// Units with an input linked to an output of `unit`.
+pub async fn units_listening_to(db: &impl ConnectionTrait, unit: Uuid) -> Result<Vec<Uuid>> {
+    use sea_orm::QuerySelect;
+    let outputs: Vec<Uuid> = unit_nodes::Entity::find()
+        .select_only()
+        .column(unit_nodes::Column::Uuid)
+        .filter(unit_nodes::Column::UnitUuid.eq(unit))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let inputs: Vec<Uuid> = unit_node_edges::Entity::find()
+        .select_only()
+        .column(unit_node_edges::Column::InputNodeUuid)
+        .filter(unit_node_edges::Column::OutputNodeUuid.is_in(outputs))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut units: Vec<Uuid> = unit_nodes::Entity::find()
+        .select_only()
+        .column(unit_nodes::Column::UnitUuid)
+        .filter(unit_nodes::Column::Uuid.is_in(inputs))
+        .into_tuple()
+        .all(db)
+        .await?;
+    units.sort();
+    units.dedup();
+    Ok(units)
 }
 
 /// Links touching `node` (as output or input), oldest first.

@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod data;
 pub mod device;
 pub mod env;
+pub mod events;
 pub mod links;
 pub mod nodes;
 pub mod schema_json;
@@ -31,6 +32,7 @@ use crate::entities::{repo_units, units};
 use crate::error::{Error, Result};
 use crate::services::repo_sync::RepoEvent;
 use crate::services::repo_units::{blocking, invalid};
+use crate::services::units::events::{UnitCommand, UnitEvent};
 use crate::services::{Actor, Services, access};
 
 /// Which commit a unit runs.
@@ -188,6 +190,20 @@ fn unique_name_error(error: sea_orm::DbErr) -> Error {
     }
 }
 
+/// Update status: the unit was told to run a new commit and has not reported it yet.
+pub const UPDATE_PENDING: &str = "pending";
+/// Update status: the unit reported running its target commit.
+pub const UPDATE_DONE: &str = "done";
+
+/// Tells listeners that `unit` now targets `commit` and that its schema may have changed.
+fn announce_target(services: &Services, unit: Uuid, commit: &str) {
+    services.unit_events().send(UnitEvent::TargetChanged {
+        unit,
+        commit: commit.to_owned(),
+    });
+    services.unit_events().send(UnitEvent::SchemaChanged(unit));
+}
+
 /// Points `unit` at `resolved` and brings its nodes and env.json in line, inside `txn`.
 pub(crate) async fn apply_target(
     services: &Services,
@@ -198,7 +214,15 @@ pub(crate) async fn apply_target(
     nodes::sync_with_schema(txn, &unit, &resolved.schema).await?;
     let stored = env::StoredEnv::open(services, &unit)?;
     let sealed = stored.with_example(&resolved.env_example).seal(services)?;
+    let moved = unit
+        .target_commit
+        .as_deref()
+        .is_some_and(|old| old != resolved.commit);
     let mut active = unit.into_active_model();
+    if moved {
+        active.update_status = Set(Some(UPDATE_PENDING.to_owned()));
+        active.update_status_at = Set(Some(Utc::now()));
+    }
     active.follows_default_branch = Set(resolved.target == UnitTarget::FollowDefaultBranch);
     active.repo_branch = Set(resolved.branch.clone());
     active.repo_commit = Set(match &resolved.target {
@@ -332,22 +356,58 @@ pub async fn update(
         nodes::set_visibility(&txn, unit.uuid, visibility).await?;
     }
     active.updated_at = Set(Utc::now());
+    let before = row_target(&unit);
     let mut row = active.update(&txn).await.map_err(unique_name_error)?;
-    if let Some(resolved) = resolved {
-        row = apply_target(services, &txn, row, &resolved).await?;
+    if let Some(resolved) = &resolved {
+        row = apply_target(services, &txn, row, resolved).await?;
     }
     txn.commit().await?;
+    if let Some(commit) = row
+        .target_commit
+        .as_deref()
+        .filter(|c| Some(*c) != before.as_deref())
+    {
+        announce_target(services, row.uuid, commit);
+    }
     Ok(row)
 }
 
-/// Deletes a unit and everything it owns (nodes, links, values, logs, grants) in one statement.
+fn row_target(unit: &units::Model) -> Option<String> {
+    unit.target_commit.clone()
+}
+
+/// Deletes a unit and everything it owns (nodes, links, values, logs, grants) in one statement. Units
+/// whose inputs listened to its outputs get a new schema.json.
 pub async fn delete(services: &Services, actor: &Actor, uuid: Uuid) -> Result<()> {
     let unit = get(services, actor, uuid).await?;
     access::ensure_can_edit(actor, unit.creator_uuid)?;
+    let listeners = links::units_listening_to(services.db(), uuid).await?;
     units::Entity::delete_by_id(uuid)
         .exec(services.db())
         .await?;
+    services.unit_events().send(UnitEvent::Revoked(uuid));
+    for listener in listeners.into_iter().filter(|l| *l != uuid) {
+        services
+            .unit_events()
+            .send(UnitEvent::SchemaChanged(listener));
+    }
     tracing::info!(unit = %uuid, "unit deleted");
+    Ok(())
+}
+
+/// Sends a unit a command (log sync or reset); its creator or an admin.
+pub async fn send_command(
+    services: &Services,
+    actor: &Actor,
+    uuid: Uuid,
+    command: UnitCommand,
+) -> Result<()> {
+    let unit = get(services, actor, uuid).await?;
+    access::ensure_can_edit(actor, unit.creator_uuid)?;
+    services.unit_events().send(UnitEvent::Command {
+        unit: uuid,
+        command,
+    });
     Ok(())
 }
 
@@ -388,6 +448,9 @@ pub async fn follow_branch(
         apply_target(services, &txn, unit.clone(), &resolved).await?;
     }
     txn.commit().await?;
+    for unit in &followers {
+        announce_target(services, unit.uuid, &resolved.commit);
+    }
     tracing::info!(%repo_unit, branch, commit, units = followers.len(), "followers moved");
     Ok(followers.len())
 }

@@ -1,0 +1,88 @@
+//! What one unit may publish and subscribe to, read from the database (the spec's rules):
+//! publish to its own outputs and `output_base_topic` topics, subscribe to its own inputs, its
+//! `input_base_topic` topics and the outputs linked to its inputs. Exact topics only: no wildcards.
+
+use std::collections::{HashMap, HashSet};
+
+use pepeunit_protocol::schema::{INPUT_BASE_TOPICS, OUTPUT_BASE_TOPICS};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use crate::entities::unit_nodes;
+use crate::error::Result;
+use crate::services::Services;
+use crate::services::units::nodes::{NodeKind, of_unit};
+use crate::services::units::schema_json::{base_topic, linked_outputs, node_topic};
+
+/// Where a unit's publish goes in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// An output node's value.
+    Value(Uuid),
+    /// `state/pepeunit`.
+    State,
+    /// `log/pepeunit`.
+    Log,
+}
+
+/// One unit's permissions.
+#[derive(Debug, Clone, Default)]
+pub struct Acl {
+    pub publish: HashMap<String, Sink>,
+    pub subscribe: HashSet<String>,
+}
+
+/// Reads `unit`'s permissions as they stand now.
+pub async fn load(services: &Services, unit: Uuid) -> Result<Acl> {
+    let domain = services.units().endpoint.domain.as_str();
+    let nodes = of_unit(services.db(), unit).await?;
+    let mut acl = Acl::default();
+    for name in OUTPUT_BASE_TOPICS {
+        let sink = if name.starts_with("state") {
+            Sink::State
+        } else {
+            Sink::Log
+        };
+        acl.publish
+            .insert(base_topic(domain, "output_base_topic", unit, name), sink);
+    }
+    for name in INPUT_BASE_TOPICS {
+        acl.subscribe
+            .insert(base_topic(domain, "input_base_topic", unit, name));
+    }
+    let mut inputs = Vec::new();
+    for node in &nodes {
+        let topic = node_topic(domain, node.uuid, &node.topic_name);
+        match NodeKind::of(node) {
+            NodeKind::Output => {
+                acl.publish.insert(topic, Sink::Value(node.uuid));
+            }
+            NodeKind::Input => {
+                acl.subscribe.insert(topic);
+                inputs.push(node.uuid);
+            }
+        }
+    }
+    for outputs in linked_outputs(services.db(), inputs).await?.into_values() {
+        for (output, name) in outputs {
+            acl.subscribe.insert(node_topic(domain, output, &name));
+        }
+    }
+    Ok(acl)
+}
+
+/// The topic of every input node with a value, for restoring retained messages at start.
+pub async fn retained_inputs(services: &Services) -> Result<Vec<(String, String)>> {
+    let domain = services.units().endpoint.domain.as_str();
+    Ok(unit_nodes::Entity::find()
+        .filter(unit_nodes::Column::Kind.eq(NodeKind::Input.as_str()))
+        .filter(unit_nodes::Column::LastValue.is_not_null())
+        .all(services.db())
+        .await?
+        .into_iter()
+        .filter_map(|n| {
+            let value = n.last_value?;
+            Some((node_topic(domain, n.uuid, &n.topic_name), value))
+        })
+        .collect())
+}

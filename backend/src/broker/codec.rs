@@ -1,0 +1,467 @@
+//! MQTT 3.1, 3.1.1 and 5 packets: the subset a broker for units needs, read from and written to bytes.
+//!
+//! Decoding is strict where a lax reading could let a client past authorization (topic strings must be
+//! valid UTF-8 without NUL, lengths must add up, reserved flags must be as the spec says) and tolerant of
+//! what does not matter to us (MQTT 5 properties are skipped).
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The protocol revision a client speaks; replies follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// 3.1 (level 3) and 3.1.1 (level 4) share their packet layouts.
+    V3,
+    V5,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    pub version: Version,
+    pub clean_session: bool,
+    pub keep_alive: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub has_will: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub dup: bool,
+    pub qos: u8,
+    pub retain: bool,
+    pub topic: String,
+    pub packet_id: Option<u16>,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    Connect(Connect),
+    Publish(Publish),
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    Subscribe {
+        packet_id: u16,
+        filters: Vec<(String, u8)>,
+    },
+    Unsubscribe {
+        packet_id: u16,
+        filters: Vec<String>,
+    },
+    PingReq,
+    Disconnect,
+}
+
+/// A packet that cannot be accepted; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("connection closed")]
+    Closed,
+    #[error("packet of {0} bytes is over the limit")]
+    TooLarge(usize),
+    #[error("malformed packet: {0}")]
+    Malformed(&'static str),
+    #[error("unsupported packet type {0}")]
+    Unsupported(u8),
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.bytes.len() < n {
+            return Err(DecodeError::Malformed("truncated"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn binary(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.u16()? as usize;
+        self.take(len)
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let raw = self.binary()?;
+        let text = std::str::from_utf8(raw).map_err(|_| DecodeError::Malformed("not UTF-8"))?;
+        if text.contains('\0') {
+            return Err(DecodeError::Malformed("NUL in a string"));
+        }
+        Ok(text.to_owned())
+    }
+
+    fn varint(&mut self) -> Result<usize, DecodeError> {
+        let mut value = 0usize;
+        for shift in [0, 7, 14, 21] {
+            let byte = self.u8()?;
+            value |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::Malformed("variable length over four bytes"))
+    }
+
+    fn skip_properties(&mut self) -> Result<(), DecodeError> {
+        let len = self.varint()?;
+        self.take(len).map(|_| ())
+    }
+}
+
+/// Reads one packet's fixed header and body; `max` bounds the body so a client cannot make us allocate.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<(u8, Vec<u8>), DecodeError> {
+    let first = match reader.read_u8().await {
+        Ok(byte) => byte,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(DecodeError::Closed),
+        Err(e) => return Err(e.into()),
+    };
+    let mut len = 0usize;
+    let mut done = false;
+    for shift in [0, 7, 14, 21] {
+        let byte = reader.read_u8().await?;
+        len |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            done = true;
+            break;
+        }
+    }
+    if !done {
+        return Err(DecodeError::Malformed("variable length over four bytes"));
+    }
+    if len > max {
+        return Err(DecodeError::TooLarge(len));
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).await?;
+    Ok((first, body))
+}
+
+/// Decodes a packet from its first byte and body. `version` is the connection's, once CONNECT set it.
+pub fn decode(first: u8, body: &[u8], version: Version) -> Result<Packet, DecodeError> {
+    let flags = first & 0x0f;
+    let mut r = Reader { bytes: body };
+    let packet = match first >> 4 {
+        1 => Packet::Connect(decode_connect(&mut r)?),
+        3 => {
+            let qos = (flags >> 1) & 0x03;
+            if qos == 3 {
+                return Err(DecodeError::Malformed("QoS 3"));
+            }
+            let topic = r.string()?;
+            let packet_id = if qos > 0 { Some(r.u16()?) } else { None };
+            if version == Version::V5 {
+                r.skip_properties()?;
+            }
+            Packet::Publish(Publish {
+                dup: flags & 0x08 != 0,
+                qos,
+                retain: flags & 0x01 != 0,
+                topic,
+                packet_id,
+                payload: r.bytes.to_vec(),
+            })
+        }
+        4 => Packet::PubAck(r.u16()?),
+        5 => Packet::PubRec(r.u16()?),
+        6 => Packet::PubRel(r.u16()?),
+        7 => Packet::PubComp(r.u16()?),
+        8 | 10 => {
+            if flags != 0x02 {
+                return Err(DecodeError::Malformed("reserved flags"));
+            }
+            let packet_id = r.u16()?;
+            if version == Version::V5 {
+                r.skip_properties()?;
+            }
+            let subscribe = first >> 4 == 8;
+            let mut filters = Vec::new();
+            let mut names = Vec::new();
+            while !r.bytes.is_empty() {
+                let filter = r.string()?;
+                if subscribe {
+                    let options = r.u8()?;
+                    filters.push((filter, options & 0x03));
+                } else {
+                    names.push(filter);
+                }
+            }
+            if filters.is_empty() && names.is_empty() {
+                return Err(DecodeError::Malformed("no topic filters"));
+            }
+            if subscribe {
+                Packet::Subscribe { packet_id, filters }
+            } else {
+                Packet::Unsubscribe {
+                    packet_id,
+                    filters: names,
+                }
+            }
+        }
+        12 => Packet::PingReq,
+        14 => Packet::Disconnect,
+        other => return Err(DecodeError::Unsupported(other)),
+    };
+    Ok(packet)
+}
+
+fn decode_connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
+    let name = r.binary()?;
+    let level = r.u8()?;
+    let version = match (name, level) {
+        (b"MQTT", 4) | (b"MQIsdp", 3) => Version::V3,
+        (b"MQTT", 5) => Version::V5,
+        _ => return Err(DecodeError::Malformed("unsupported protocol level")),
+    };
+    let flags = r.u8()?;
+    if flags & 0x01 != 0 {
+        return Err(DecodeError::Malformed("reserved connect flag"));
+    }
+    let keep_alive = r.u16()?;
+    if version == Version::V5 {
+        r.skip_properties()?;
+    }
+    let client_id = r.string()?;
+    let has_will = flags & 0x04 != 0;
+    if has_will {
+        if version == Version::V5 {
+            r.skip_properties()?;
+        }
+        r.string()?;
+        r.binary()?;
+    }
+    let username = if flags & 0x80 != 0 {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    if flags & 0x40 != 0 {
+        r.binary()?;
+    }
+    Ok(Connect {
+        version,
+        clean_session: flags & 0x02 != 0,
+        keep_alive,
+        client_id,
+        username,
+        has_will,
+    })
+}
+
+fn push_varint(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let mut byte = (value % 128) as u8;
+        value /= 128;
+        if value > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if value == 0 {
+            break;
+        }
+    }
+}
+
+fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 5);
+    out.push(first);
+    push_varint(&mut out, body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+fn push_string(out: &mut Vec<u8>, text: &str) {
+    let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&text.as_bytes()[..usize::from(len)]);
+}
+
+/// Why a CONNECT was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BadCredentials,
+    NotAuthorized,
+    BadClientId,
+}
+
+pub fn connack(version: Version, refusal: Option<Refusal>) -> Vec<u8> {
+    let code = match (version, refusal) {
+        (_, None) => 0,
+        (Version::V3, Some(Refusal::BadCredentials)) => 4,
+        (Version::V3, Some(Refusal::NotAuthorized)) => 5,
+        (Version::V3, Some(Refusal::BadClientId)) => 2,
+        (Version::V5, Some(Refusal::BadCredentials)) => 0x86,
+        (Version::V5, Some(Refusal::NotAuthorized)) => 0x87,
+        (Version::V5, Some(Refusal::BadClientId)) => 0x85,
+    };
+    match version {
+        Version::V3 => frame(0x20, &[0, code]),
+        Version::V5 => frame(0x20, &[0, code, 0]),
+    }
+}
+
+pub fn publish(version: Version, topic: &str, payload: &[u8], retain: bool) -> Vec<u8> {
+    let mut body = Vec::with_capacity(topic.len() + payload.len() + 3);
+    push_string(&mut body, topic);
+    if version == Version::V5 {
+        body.push(0);
+    }
+    body.extend_from_slice(payload);
+    frame(if retain { 0x31 } else { 0x30 }, &body)
+}
+
+pub fn ack(kind: u8, packet_id: u16) -> Vec<u8> {
+    let first = match kind {
+        6 => 0x62,
+        other => other << 4,
+    };
+    frame(first, &packet_id.to_be_bytes())
+}
+
+/// SUBACK: one code per filter, a granted QoS or a refusal.
+pub fn suback(version: Version, packet_id: u16, codes: &[u8]) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    if version == Version::V5 {
+        body.push(0);
+    }
+    body.extend_from_slice(codes);
+    frame(0x90, &body)
+}
+
+pub fn unsuback(version: Version, packet_id: u16, count: usize) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    if version == Version::V5 {
+        body.push(0);
+        body.extend(std::iter::repeat_n(0, count));
+    }
+    frame(0xb0, &body)
+}
+
+pub fn pingresp() -> Vec<u8> {
+    vec![0xd0, 0]
+}
+
+/// The refusal code for one SUBSCRIBE filter.
+pub fn suback_refused(version: Version) -> u8 {
+    match version {
+        Version::V3 => 0x80,
+        Version::V5 => 0x87,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    async fn roundtrip(bytes: &[u8], version: Version) -> Result<Packet, DecodeError> {
+        let mut reader = bytes;
+        let (first, body) = read_frame(&mut reader, 1 << 20).await?;
+        decode(first, &body, version)
+    }
+
+    #[tokio::test]
+    async fn a_published_message_decodes_as_written() {
+        for version in [Version::V3, Version::V5] {
+            let bytes = publish(version, "d/1/pepeunit", b"21.5", true);
+            let Packet::Publish(p) = roundtrip(&bytes, version).await.unwrap() else {
+                panic!("not a publish");
+            };
+            assert_eq!(
+                (p.topic.as_str(), p.payload.as_slice(), p.retain, p.qos),
+                ("d/1/pepeunit", &b"21.5"[..], true, 0)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn connect_v311_and_v5() {
+        // CONNECT v3.1.1, clean, keepalive 60, client "c1", username "u", password "p".
+        let mut v3 = vec![
+            0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xc2, 0, 60, 0, 2, b'c', b'1', 0, 1, b'u', 0,
+            1, b'p',
+        ];
+        v3[1] = (v3.len() - 2) as u8;
+        let Packet::Connect(c) = roundtrip(&v3, Version::V3).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                c.version,
+                c.client_id.as_str(),
+                c.username.as_deref(),
+                c.keep_alive
+            ),
+            (Version::V3, "c1", Some("u"), 60)
+        );
+        // The same in MQTT 5 with a session-expiry property.
+        let v5 = [
+            0x10, 25, 0, 4, b'M', b'Q', b'T', b'T', 5, 0xc2, 0, 60, 5, 0x11, 0, 0, 0, 10, 0, 2,
+            b'c', b'1', 0, 1, b'u', 0, 1, b'p',
+        ];
+        let mut fixed = v5.to_vec();
+        fixed[1] = (fixed.len() - 2) as u8;
+        let Packet::Connect(c) = roundtrip(&fixed, Version::V3).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!((c.version, c.username.as_deref()), (Version::V5, Some("u")));
+    }
+
+    #[tokio::test]
+    async fn malformed_packets_are_refused() {
+        let cases: [&[u8]; 5] = [
+            &[0x82, 3, 0, 1, 0],          // SUBSCRIBE with a truncated filter
+            &[0x80, 5, 0, 1, 0, 1, b'a'], // SUBSCRIBE with wrong reserved flags (then truncated options)
+            &[0x36, 4, 0, 1, b'a', 0],    // PUBLISH with QoS 3
+            &[0x30, 4, 0, 2, 0xff, 0xfe], // topic not UTF-8
+            &[0xf0, 0],                   // AUTH: unsupported
+        ];
+        for bytes in cases {
+            assert!(roundtrip(bytes, Version::V3).await.is_err(), "{bytes:?}");
+        }
+        let huge = [0x30, 0xff, 0xff, 0xff, 0x7f];
+        let mut reader = &huge[..];
+        assert!(matches!(
+            read_frame(&mut reader, 1024).await,
+            Err(DecodeError::TooLarge(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(first in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode(first, &body, Version::V3);
+            let _ = decode(first, &body, Version::V5);
+        }
+
+        #[test]
+        fn publish_round_trips(topic in "[a-z0-9/._-]{1,40}", payload in proptest::collection::vec(any::<u8>(), 0..300), retain in any::<bool>()) {
+            let bytes = publish(Version::V3, &topic, &payload, retain);
+            let mut r = Reader { bytes: &bytes[1..] };
+            let len = r.varint().unwrap();
+            prop_assert_eq!(len, r.bytes.len());
+            let packet = decode(bytes[0], r.bytes, Version::V3).unwrap();
+            prop_assert_eq!(packet, Packet::Publish(Publish { dup: false, qos: 0, retain, topic, packet_id: None, payload }));
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Turns what happens to units into messages on their topics: the standard commands on `input_base_topic`
+//! (payloads as the reference server sends them) and input values set by users.
+//!
+//! `update` commands and input values are retained, so a unit that was offline gets them when it subscribes;
+//! the others only make sense to a unit that is connected now.
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::{Broker, MessageBus};
+use crate::entities::{unit_nodes, units};
+use crate::error::Result;
+use crate::services::units::events::{UnitCommand, UnitEvent};
+use crate::services::units::schema_json::{base_topic, node_topic};
+use crate::services::units::{UPDATE_PENDING, events};
+
+fn command_topic(broker: &Broker, unit: Uuid, name: &str) -> String {
+    base_topic(
+        &broker.services().units().endpoint.domain,
+        "input_base_topic",
+        unit,
+        name,
+    )
+}
+
+fn update_payload(commit: &str) -> Vec<u8> {
+    json!({ "COMMAND": "Update", "PU_COMMIT_VERSION": commit })
+        .to_string()
+        .into_bytes()
+}
+
+fn send(broker: &Broker, unit: Uuid, name: &str, command: &str) {
+    let payload = json!({ "COMMAND": command }).to_string();
+    broker.publish(
+        &command_topic(broker, unit, name),
+        payload.as_bytes(),
+        false,
+    );
+}
+
+async fn handle(broker: &Broker, event: UnitEvent) -> Result<()> {
+    match event {
+        UnitEvent::EnvChanged(unit) => send(broker, unit, "env_update/pepeunit", "EnvUpdate"),
+        UnitEvent::SchemaChanged(unit) => {
+            broker.permissions_changed();
+            broker.prune_subscriptions(unit).await?;
+            send(broker, unit, "schema_update/pepeunit", "SchemaUpdate");
+        }
+        UnitEvent::TargetChanged { unit, commit } => {
+            let topic = command_topic(broker, unit, "update/pepeunit");
+            broker.publish(&topic, &update_payload(&commit), true);
+        }
+        UnitEvent::Revoked(unit) => {
+            broker.permissions_changed();
+            broker.disconnect(unit);
+            broker.publish(&command_topic(broker, unit, "update/pepeunit"), b"", true);
+        }
+        UnitEvent::InputSet { node, value } => {
+            if let Some(row) = unit_nodes::Entity::find_by_id(node)
+                .one(broker.services().db())
+                .await?
+            {
+                let domain = &broker.services().units().endpoint.domain;
+                let topic = node_topic(domain, row.uuid, &row.topic_name);
+                broker.publish(&topic, value.as_bytes(), true);
+            }
+        }
+        UnitEvent::Command { unit, command } => match command {
+            UnitCommand::LogSync => send(broker, unit, "log_sync/pepeunit", "LogSync"),
+            UnitCommand::Reset => send(broker, unit, "reset/pepeunit", "Reset"),
+        },
+    }
+    Ok(())
+}
+
+/// Delivers unit events until the stream closes.
+pub async fn run(broker: Broker, mut events: tokio::sync::broadcast::Receiver<events::UnitEvent>) {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if let Err(error) = handle(&broker, event).await {
+                    tracing::warn!(%error, "delivering a unit event failed");
+                }
+            }
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "broker missed unit events; permissions reload");
+                broker.permissions_changed();
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Retains the update command of every unit whose update is still pending.
+pub async fn restore_pending_updates(broker: &Broker) -> Result<()> {
+    let pending = units::Entity::find()
+        .filter(units::Column::UpdateStatus.eq(UPDATE_PENDING))
+        .all(broker.services().db())
+        .await?;
+    for unit in pending {
+        if let Some(commit) = &unit.target_commit {
+            let topic = command_topic(broker, unit.uuid, "update/pepeunit");
+            broker.publish(&topic, &update_payload(commit), true);
+        }
+    }
+    Ok(())
+}

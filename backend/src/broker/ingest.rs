@@ -1,0 +1,157 @@
+//! Group commit of what units publish: values, state and logs.
+//!
+//! Connections hand each publish to one writer task and wait; the writer takes everything queued (up to a
+//! batch), writes it in one transaction, and only then answers each waiting connection, which only then
+//! acknowledges to the unit. So a PUBACK always means "committed", and under load thousands of values
+//! share one commit. Within a batch a node's last value is written once, its history rows in one insert.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
+    Set, TransactionTrait,
+};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::entities::{unit_node_values, unit_nodes};
+use crate::error::Result;
+use crate::services::units::data;
+use crate::services::units::nodes::HistoryPolicy;
+
+use super::acl::Sink;
+
+/// Most writes in one transaction.
+const BATCH: usize = 2048;
+
+/// One publish to store.
+#[derive(Debug)]
+pub struct Item {
+    pub unit: Uuid,
+    pub sink: Sink,
+    pub payload: Vec<u8>,
+    pub at: DateTime<Utc>,
+}
+
+type Job = (Item, oneshot::Sender<bool>);
+
+/// A value's text and when it arrived.
+type Timed<'a> = (std::borrow::Cow<'a, str>, DateTime<Utc>);
+
+/// The handle connections use.
+#[derive(Clone)]
+pub struct Ingestor {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Ingestor {
+    /// Starts the writer task.
+    pub fn start(db: DatabaseConnection, log_ttl: Duration) -> Self {
+        let (jobs, rx) = mpsc::channel(BATCH * 4);
+        tokio::spawn(run(db, log_ttl, rx));
+        Self { jobs }
+    }
+
+    /// Stores `item`; `true` once committed, `false` if it could not be stored (the unit gets no
+    /// acknowledgement and will retry).
+    pub async fn store(&self, item: Item) -> bool {
+        let (done, committed) = oneshot::channel();
+        if self.jobs.send((item, done)).await.is_err() {
+            return false;
+        }
+        committed.await.unwrap_or(false)
+    }
+}
+
+async fn run(db: DatabaseConnection, log_ttl: Duration, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let ok = match write(&db, log_ttl, &batch).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, items = batch.len(), "ingestion batch failed");
+                false
+            }
+        };
+        for (_, done) in batch.drain(..) {
+            let _ = done.send(ok);
+        }
+    }
+}
+
+async fn write(db: &DatabaseConnection, log_ttl: Duration, batch: &[Job]) -> Result<()> {
+    let txn = db.begin().await?;
+    // Values, grouped by node, in arrival order.
+    let mut values: HashMap<Uuid, Vec<Timed<'_>>> = HashMap::new();
+    for (item, _) in batch {
+        match item.sink {
+            Sink::Value(node) => {
+                // Values are text in the API; bytes that are not UTF-8 are replaced, not refused.
+                let text = String::from_utf8_lossy(&item.payload);
+                values.entry(node).or_default().push((text, item.at));
+            }
+            Sink::State => {
+                if let Err(error) = data::record_state(&txn, item.unit, &item.payload).await {
+                    tracing::debug!(unit = %item.unit, %error, "state refused");
+                }
+            }
+            Sink::Log => {
+                if let Err(error) = data::record_logs(&txn, item.unit, &item.payload, log_ttl).await
+                {
+                    tracing::debug!(unit = %item.unit, %error, "log refused");
+                }
+            }
+        }
+    }
+    if !values.is_empty() {
+        let nodes = unit_nodes::Entity::find()
+            .filter(unit_nodes::Column::Uuid.is_in(values.keys().copied()))
+            .all(&txn)
+            .await?;
+        let mut history = Vec::new();
+        let mut trims = Vec::new();
+        for node in nodes {
+            let Some(list) = values.get(&node.uuid) else {
+                continue;
+            };
+            let Some((last, at)) = list.last() else {
+                continue;
+            };
+            let at = *at;
+            let policy = HistoryPolicy::of(&node);
+            let uuid = node.uuid;
+            let mut active = node.into_active_model();
+            active.last_value = Set(Some(last.to_string()));
+            active.last_value_at = Set(Some(at));
+            active.updated_at = Set(at);
+            active.update(&txn).await?;
+            if policy == HistoryPolicy::LastValue {
+                continue;
+            }
+            history.extend(
+                list.iter()
+                    .map(|(value, at)| unit_node_values::ActiveModel {
+                        unit_node_uuid: Set(uuid),
+                        value: Set(value.to_string()),
+                        created_at: Set(*at),
+                        ..Default::default()
+                    }),
+            );
+            trims.push((uuid, policy, at));
+        }
+        if !history.is_empty() {
+            for chunk in history.chunks(500) {
+                unit_node_values::Entity::insert_many(chunk.to_vec())
+                    .exec(&txn)
+                    .await?;
+            }
+        }
+        for (node, policy, at) in trims {
+            data::trim_history(&txn, node, policy, at).await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(())
+}

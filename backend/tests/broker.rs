@@ -1,0 +1,382 @@
+//! The embedded broker with a real MQTT client over TCP: authentication, per-topic authorization, links,
+//! ingestion, commands and the update flow.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::mqtt::{MqttUnit, Seen, connect};
+use common::units::{Fixture, node};
+use rumqttc::{ConnectReturnCode, QoS};
+use serde_json::{Value, json};
+
+struct Device {
+    uuid: String,
+    token: String,
+    unit: Value,
+}
+
+async fn device(fx: &Fixture, name: &str) -> Device {
+    let unit = fx.create_unit(&fx.token, json!({ "name": name })).await;
+    let uuid = unit["uuid"].as_str().unwrap().to_owned();
+    let token = fx.unit_token(&uuid).await;
+    Device { uuid, token, unit }
+}
+
+impl Device {
+    fn topic(&self, name: &str) -> String {
+        node(&self.unit, name)["topic"].as_str().unwrap().to_owned()
+    }
+
+    fn node(&self, name: &str) -> String {
+        node(&self.unit, name)["uuid"].as_str().unwrap().to_owned()
+    }
+
+    fn base(&self, fx: &Fixture, section: &str, name: &str) -> String {
+        let domain = fx.server.base.trim_start_matches("http://");
+        format!("{domain}/{section}/{}/{name}/pepeunit", self.uuid)
+    }
+
+    async fn connect(&self, fx: &Fixture) -> MqttUnit {
+        connect(&fx.server, &self.uuid, &self.token).await.unwrap()
+    }
+}
+
+async fn link(fx: &Fixture, output: &str, input: &str) -> String {
+    let (_, body) = fx
+        .server
+        .gql(
+            "mutation($o: ID!, $i: ID!) { createLink(outputUuid: $o, inputUuid: $i) { uuid } }",
+            json!({ "o": output, "i": input }),
+            Some(&fx.token),
+        )
+        .await;
+    body["data"]["createLink"]["uuid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned()
+}
+
+async fn last_value(fx: &Fixture, node: &str) -> Value {
+    let (_, body) = fx
+        .server
+        .gql(
+            "query($u: ID!) { unitNode(uuid: $u) { lastValue } }",
+            json!({ "u": node }),
+            Some(&fx.token),
+        )
+        .await;
+    body["data"]["unitNode"]["lastValue"].clone()
+}
+
+#[tokio::test]
+async fn only_a_units_current_token_connects_and_revocation_disconnects() {
+    let fx = Fixture::new(|_| {}).await;
+    let a = device(&fx, "A").await;
+    let b = device(&fx, "B").await;
+    let refused = |r: Result<MqttUnit, ConnectReturnCode>| r.err();
+    assert_eq!(
+        refused(connect(&fx.server, &a.uuid, "garbage").await),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
+    assert_eq!(
+        refused(connect(&fx.server, &a.uuid, &fx.token).await),
+        Some(ConnectReturnCode::NotAuthorized),
+        "a user's token is not a unit's"
+    );
+    assert_eq!(
+        refused(connect(&fx.server, &b.uuid, &a.token).await),
+        Some(ConnectReturnCode::NotAuthorized),
+        "another unit's id"
+    );
+    assert_eq!(
+        refused(connect(&fx.server, "not-a-uuid", &a.token).await),
+        Some(ConnectReturnCode::BadClientId)
+    );
+
+    let mut connected = a.connect(&fx).await;
+    fx.server
+        .gql(
+            "mutation($u: ID!) { regenerateUnitToken(uuid: $u) }",
+            json!({ "u": a.uuid }),
+            Some(&fx.token),
+        )
+        .await;
+    connected.closed().await;
+    assert_eq!(
+        refused(connect(&fx.server, &a.uuid, &a.token).await),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
+
+    let mut connected = b.connect(&fx).await;
+    fx.server
+        .gql(
+            "mutation($u: ID!) { deleteUnit(uuid: $u) }",
+            json!({ "u": b.uuid }),
+            Some(&fx.token),
+        )
+        .await;
+    connected.closed().await;
+}
+
+#[tokio::test]
+async fn forbidden_publishes_and_subscribes_close_the_connection_and_deliver_nothing() {
+    let fx = Fixture::new(|_| {}).await;
+    let a = device(&fx, "A").await;
+    let b = device(&fx, "B").await;
+    let mut listener = a.connect(&fx).await;
+    listener.subscribe(&a.topic("set_fan_state/pepeunit")).await;
+    listener
+        .subscribe(&a.base(&fx, "input_base_topic", "env_update"))
+        .await;
+    listener.quiet().await;
+
+    for (what, forbidden) in [
+        ("another unit's input", a.topic("set_fan_state/pepeunit")),
+        ("another unit's output", a.topic("current_temp/pepeunit")),
+        ("its own input", b.topic("set_fan_state/pepeunit")),
+        (
+            "another unit's command topic",
+            a.base(&fx, "input_base_topic", "env_update"),
+        ),
+    ] {
+        let mut intruder = b.connect(&fx).await;
+        intruder.publish(&forbidden, "1", QoS::AtLeastOnce).await;
+        intruder.closed().await;
+        listener.quiet().await;
+        let _ = what;
+    }
+    for forbidden in [
+        "#".to_owned(),
+        format!(
+            "{}/+/pepeunit",
+            fx.server.base.trim_start_matches("http://")
+        ),
+        a.topic("current_temp/pepeunit"),
+        a.base(&fx, "input_base_topic", "update"),
+    ] {
+        let mut intruder = b.connect(&fx).await;
+        intruder.subscribe(&forbidden).await;
+        intruder.closed().await;
+    }
+    assert!(
+        last_value(&fx, &a.node("set_fan_state/pepeunit"))
+            .await
+            .is_null()
+    );
+}
+
+#[tokio::test]
+async fn links_deliver_outputs_to_inputs_until_removed_and_values_are_stored_before_puback() {
+    let fx = Fixture::new(|_| {}).await;
+    let sensor = device(&fx, "Sensor").await;
+    let fan = device(&fx, "Fan").await;
+    let edge = link(
+        &fx,
+        &sensor.node("current_temp/pepeunit"),
+        &fan.node("set_fan_state/pepeunit"),
+    )
+    .await;
+
+    let mut fan_mqtt = fan.connect(&fx).await;
+    let schema_update = fan.base(&fx, "input_base_topic", "schema_update");
+    fan_mqtt.subscribe(&schema_update).await;
+    fan_mqtt
+        .subscribe(&sensor.topic("current_temp/pepeunit"))
+        .await;
+    let mut sensor_mqtt = sensor.connect(&fx).await;
+
+    sensor_mqtt
+        .publish(
+            &sensor.topic("current_temp/pepeunit"),
+            "21.5",
+            QoS::AtLeastOnce,
+        )
+        .await;
+    // The PUBACK means committed: the value is readable at once.
+    let acked = sensor_mqtt.next(Duration::from_secs(2)).await;
+    assert!(
+        matches!(acked, Some(Seen::PubAck(_))),
+        "expected a PUBACK, saw {acked:?}"
+    );
+    assert_eq!(
+        last_value(&fx, &sensor.node("current_temp/pepeunit")).await,
+        "21.5"
+    );
+    assert_eq!(
+        fan_mqtt.message().await,
+        (sensor.topic("current_temp/pepeunit"), "21.5".to_owned())
+    );
+
+    // Unlinking: the fan is told to reload its schema and gets nothing more from the sensor.
+    fx.server
+        .gql(
+            "mutation($u: ID!) { deleteLink(uuid: $u) }",
+            json!({ "u": edge }),
+            Some(&fx.token),
+        )
+        .await;
+    let (topic, payload) = fan_mqtt.message().await;
+    assert_eq!(
+        (topic, payload),
+        (
+            schema_update,
+            json!({ "COMMAND": "SchemaUpdate" }).to_string()
+        )
+    );
+    sensor_mqtt
+        .publish(
+            &sensor.topic("current_temp/pepeunit"),
+            "22.0",
+            QoS::AtMostOnce,
+        )
+        .await;
+    fan_mqtt.quiet().await;
+    // ... and may not subscribe there again.
+    fan_mqtt
+        .subscribe(&sensor.topic("current_temp/pepeunit"))
+        .await;
+    fan_mqtt.closed().await;
+}
+
+#[tokio::test]
+async fn commands_fire_on_each_trigger_and_the_update_flow_completes() {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Worker").await;
+    let other = device(&fx, "Other").await;
+    let mut mqtt = unit.connect(&fx).await;
+    for name in ["update", "env_update", "schema_update", "log_sync", "reset"] {
+        mqtt.subscribe(&unit.base(&fx, "input_base_topic", name))
+            .await;
+    }
+    mqtt.subscribe(&unit.topic("set_fan_state/pepeunit")).await;
+    mqtt.quiet().await;
+    let command = |name: &str, payload: Value| {
+        (
+            unit.base(&fx, "input_base_topic", name),
+            payload.to_string(),
+        )
+    };
+
+    fx.server
+        .gql(
+            "mutation($u: ID!) { setUnitEnv(uuid: $u, env: {WIFI_SSID: \"x\"}) }",
+            json!({ "u": unit.uuid }),
+            Some(&fx.token),
+        )
+        .await;
+    assert_eq!(
+        mqtt.message().await,
+        command("env_update", json!({ "COMMAND": "EnvUpdate" }))
+    );
+    link(
+        &fx,
+        &other.node("current_temp/pepeunit"),
+        &unit.node("set_fan_state/pepeunit"),
+    )
+    .await;
+    assert_eq!(
+        mqtt.message().await,
+        command("schema_update", json!({ "COMMAND": "SchemaUpdate" }))
+    );
+    for (mutation, name, word) in [
+        ("requestLogSync", "log_sync", "LogSync"),
+        ("resetUnit", "reset", "Reset"),
+    ] {
+        let (_, body) = fx
+            .server
+            .gql(
+                &format!("mutation($u: ID!) {{ {mutation}(uuid: $u) }}"),
+                json!({ "u": unit.uuid }),
+                Some(&fx.token),
+            )
+            .await;
+        assert_eq!(body["data"][mutation], true, "{body}");
+        assert_eq!(
+            mqtt.message().await,
+            command(name, json!({ "COMMAND": word }))
+        );
+    }
+    // A value set in the API reaches the input, retained for a later subscriber.
+    let (_, body) = fx
+        .server
+        .gql(
+            "mutation($u: ID!) { setInputValue(uuid: $u, value: \"on\") { lastValue } }",
+            json!({ "u": unit.node("set_fan_state/pepeunit") }),
+            Some(&fx.token),
+        )
+        .await;
+    assert_eq!(body["data"]["setInputValue"]["lastValue"], "on", "{body}");
+    assert_eq!(
+        mqtt.message().await,
+        (unit.topic("set_fan_state/pepeunit"), "on".to_owned())
+    );
+
+    // The update flow: the branch moves, the follower is told (retained), reports the commit, done.
+    fx.source.write("main.py", "print('v2')\n");
+    let v2 = fx.source.commit("v2");
+    fx.push_and_sync().await;
+    let (topic, payload) = mqtt.message().await;
+    assert_eq!(topic, unit.base(&fx, "input_base_topic", "update"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&payload).unwrap(),
+        json!({ "COMMAND": "Update", "PU_COMMIT_VERSION": v2 })
+    );
+    let status = "query($u: ID!) { unit(uuid: $u) { targetCommit reportedCommit updateStatus updateStatusAt } }";
+    let (_, body) = fx
+        .server
+        .gql(status, json!({ "u": unit.uuid }), Some(&fx.token))
+        .await;
+    assert_eq!(body["data"]["unit"]["updateStatus"], "pending", "{body}");
+    // A unit connecting later still gets the pending update.
+    let late = unit.connect(&fx).await;
+    let mut late = late;
+    late.subscribe(&unit.base(&fx, "input_base_topic", "update"))
+        .await;
+    assert_eq!(
+        late.message().await.0,
+        unit.base(&fx, "input_base_topic", "update")
+    );
+
+    let state = json!({ "millis": 10, "mem_free": 1000, "pu_commit_version": v2 }).to_string();
+    mqtt.publish(
+        &unit.base(&fx, "output_base_topic", "state"),
+        &state,
+        QoS::AtLeastOnce,
+    )
+    .await;
+    mqtt.publish(
+        &unit.base(&fx, "output_base_topic", "log"),
+        r#"[{"level": "Info", "text": "updated"}]"#,
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let mut done = Value::Null;
+    for _ in 0..40 {
+        let (_, body) = fx
+            .server
+            .gql(status, json!({ "u": unit.uuid }), Some(&fx.token))
+            .await;
+        done = body["data"]["unit"].clone();
+        if done["updateStatus"] == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(done["updateStatus"], "done", "{done}");
+    assert_eq!(done["reportedCommit"], v2);
+    let (_, body) = fx
+        .server
+        .gql(
+            "query($u: ID!) { unit(uuid: $u) { logs { items { text } } } }",
+            json!({ "u": unit.uuid }),
+            Some(&fx.token),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["unit"]["logs"]["items"][0]["text"], "updated",
+        "{body}"
+    );
+}

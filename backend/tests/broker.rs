@@ -380,3 +380,148 @@ async fn commands_fire_on_each_trigger_and_the_update_flow_completes() {
         "{body}"
     );
 }
+
+/// A `graphql-transport-ws` client: init with the token, then one subscription.
+async fn subscription(
+    fx: &Fixture,
+    token: &str,
+    query: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/graphql/ws", fx.server.base.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    let ack = ws.next().await.unwrap().unwrap();
+    assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack}");
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    ws
+}
+
+#[track_caller]
+fn next_event(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> impl std::future::Future<Output = Value> + '_ {
+    let caller = std::panic::Location::caller();
+    async move { next_event_at(ws, caller).await }
+}
+
+async fn next_event_at(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    caller: &std::panic::Location<'_>,
+) -> Value {
+    use futures_util::StreamExt;
+    let message = tokio::time::timeout(Duration::from_secs(3), ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("no event in time at {caller}"))
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(message.to_text().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn graphql_subscriptions_see_values_state_logs_and_presence() {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Live").await;
+    let (_, bob) = fx.server.user("bob").await;
+    let mut values = subscription(
+        &fx,
+        &bob,
+        &format!(
+            "subscription {{ unitNodeValues(unitUuids: [\"{}\"]) {{ nodeUuid value }} }}",
+            unit.uuid
+        ),
+    )
+    .await;
+    let mut private = subscription(
+        &fx,
+        &bob,
+        &format!(
+            "subscription {{ unitStates(unitUuids: [\"{}\"]) {{ state }} }}",
+            unit.uuid
+        ),
+    )
+    .await;
+    let refused = next_event(&mut private).await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    let mut states = subscription(
+        &fx,
+        &fx.token,
+        &format!(
+            "subscription {{ unitStates(unitUuids: [\"{}\"]) {{ state }} }}",
+            unit.uuid
+        ),
+    )
+    .await;
+    let mut presence = subscription(
+        &fx,
+        &fx.token,
+        &format!(
+            "subscription {{ unitPresence(unitUuids: [\"{}\"]) {{ online }} }}",
+            unit.uuid
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mqtt = unit.connect(&fx).await;
+    let event = next_event(&mut presence).await;
+    assert_eq!(
+        event["payload"]["data"]["unitPresence"]["online"], true,
+        "{event}"
+    );
+    mqtt.publish(
+        &unit.topic("current_temp/pepeunit"),
+        "19.5",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let event = next_event(&mut values).await;
+    assert_eq!(
+        event["payload"]["data"]["unitNodeValues"],
+        json!({ "nodeUuid": unit.node("current_temp/pepeunit"), "value": "19.5" }),
+        "{event}"
+    );
+    mqtt.publish(
+        &unit.base(&fx, "output_base_topic", "state"),
+        r#"{"millis": 5}"#,
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let event = next_event(&mut states).await;
+    assert_eq!(
+        event["payload"]["data"]["unitStates"]["state"],
+        json!({ "millis": 5 }),
+        "{event}"
+    );
+    let (_, body) = fx
+        .server
+        .gql(
+            "query($u: ID!) { unit(uuid: $u) { online } }",
+            json!({ "u": unit.uuid }),
+            Some(&fx.token),
+        )
+        .await;
+    assert_eq!(body["data"]["unit"]["online"], true, "{body}");
+    mqtt.client.disconnect().await.unwrap();
+    let event = next_event(&mut presence).await;
+    assert_eq!(
+        event["payload"]["data"]["unitPresence"]["online"], false,
+        "{event}"
+    );
+}

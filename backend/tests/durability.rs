@@ -95,47 +95,93 @@ async fn every_acknowledged_value_survives_sigkill() {
     let source = SourceRepo::firmware(remotes.path(), "firmware");
     let db = TestDb::new().await;
     let created = pepeunit(&db)
-        .args(["admin", "create", "--login", "root", "--email", "root@example.com"])
+        .args([
+            "admin",
+            "create",
+            "--login",
+            "root",
+            "--email",
+            "root@example.com",
+        ])
         .env("PEPEUNIT_ADMIN_PASSWORD", PASSWORD)
         .output()
         .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let (http, mqtt) = (free_port(), free_port());
     let mut server = start(&db, http, mqtt);
 
-    let token = gql(&server, None, "mutation($p: String!) { login(login: \"root\", password: $p) { accessToken } }", json!({ "p": PASSWORD }))
-        .await["login"]["accessToken"]
+    let token = gql(
+        &server,
+        None,
+        "mutation($p: String!) { login(login: \"root\", password: $p) { accessToken } }",
+        json!({ "p": PASSWORD }),
+    )
+    .await["login"]["accessToken"]
         .as_str()
         .unwrap()
         .to_owned();
-    let repo = gql(&server, Some(&token), "mutation($u: String!) { createRepoUnit(input: { name: \"fw\", cloneUrl: $u }) { uuid } }", json!({ "u": source.file_url() }))
-        .await["createRepoUnit"]["uuid"]
+    let repo = gql(
+        &server,
+        Some(&token),
+        "mutation($u: String!) { createRepoUnit(input: { name: \"fw\", cloneUrl: $u }) { uuid } }",
+        json!({ "u": source.file_url() }),
+    )
+    .await["createRepoUnit"]["uuid"]
         .clone();
     let mut units = Vec::new();
     for i in 0..4 {
         let unit = gql(&server, Some(&token), "mutation($r: ID!, $n: String!) { createUnit(input: { repoUnitUuid: $r, name: $n }) { uuid env nodes { uuid topicName topic } } }", json!({ "r": repo, "n": format!("unit {i}") }))
             .await["createUnit"]
             .clone();
-        let output = unit["nodes"].as_array().unwrap().iter().find(|n| n["topicName"] == "current_temp/pepeunit").unwrap().clone();
+        let output = unit["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["topicName"] == "current_temp/pepeunit")
+            .unwrap()
+            .clone();
         gql(&server, Some(&token), "mutation($n: ID!) { updateUnitNode(uuid: $n, input: { historyKind: LAST_N, historyLimit: 10000 }) { uuid } }", json!({ "n": output["uuid"] })).await;
-        units.push((unit["uuid"].as_str().unwrap().to_owned(), unit["env"]["PU_AUTH_TOKEN"].as_str().unwrap().to_owned(), output));
+        units.push((
+            unit["uuid"].as_str().unwrap().to_owned(),
+            unit["env"]["PU_AUTH_TOKEN"].as_str().unwrap().to_owned(),
+            output,
+        ));
     }
-    let input = gql(&server, Some(&token), "query($u: ID!) { unit(uuid: $u) { nodes { uuid topicName topic } } }", json!({ "u": units[0].0 }))
-        .await["unit"]["nodes"]
+    let input = gql(
+        &server,
+        Some(&token),
+        "query($u: ID!) { unit(uuid: $u) { nodes { uuid topicName topic } } }",
+        json!({ "u": units[0].0 }),
+    )
+    .await["unit"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
         .find(|n| n["topicName"] == "set_fan_state/pepeunit")
         .unwrap()
         .clone();
-    gql(&server, Some(&token), "mutation($n: ID!) { setInputValue(uuid: $n, value: \"keep me\") { uuid } }", json!({ "n": input["uuid"] })).await;
+    gql(
+        &server,
+        Some(&token),
+        "mutation($n: ID!) { setInputValue(uuid: $n, value: \"keep me\") { uuid } }",
+        json!({ "n": input["uuid"] }),
+    )
+    .await;
 
     // Four units publish QoS 1 values, one in flight each, recording what was acknowledged.
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let mut tasks = Vec::new();
     for (uuid, unit_token, output) in &units {
         let (client, mut events) = client(&server, uuid, unit_token).await;
-        let (acked, node, topic) = (acked.clone(), output["uuid"].as_str().unwrap().to_owned(), output["topic"].as_str().unwrap().to_owned());
+        let (acked, node, topic) = (
+            acked.clone(),
+            output["uuid"].as_str().unwrap().to_owned(),
+            output["topic"].as_str().unwrap().to_owned(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut sent = 0u64;
             let mut in_flight: Option<String> = None;
@@ -143,7 +189,11 @@ async fn every_acknowledged_value_survives_sigkill() {
                 if in_flight.is_none() {
                     let value = format!("v{sent}");
                     sent += 1;
-                    if client.publish(&topic, QoS::AtLeastOnce, false, value.clone()).await.is_err() {
+                    if client
+                        .publish(&topic, QoS::AtLeastOnce, false, value.clone())
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     in_flight = Some(value);
@@ -167,13 +217,28 @@ async fn every_acknowledged_value_survives_sigkill() {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 100, "only {} values acknowledged", acked.len());
+    assert!(
+        acked.len() > 100,
+        "only {} values acknowledged",
+        acked.len()
+    );
 
-    let url = db.url.clone().unwrap_or_else(|| format!("sqlite://{}?mode=rw", db.data_dir().join("pepeunit.db").display()));
+    let url = db.url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rw",
+            db.data_dir().join("pepeunit.db").display()
+        )
+    });
     let connection = Database::connect(&url).await.unwrap();
     use pepeunit_backend::entities::unit_node_values;
     let stored: std::collections::HashSet<(String, String)> = unit_node_values::Entity::find()
-        .filter(unit_node_values::Column::UnitNodeUuid.is_in(units.iter().map(|u| u.2["uuid"].as_str().unwrap().parse::<uuid::Uuid>().unwrap())))
+        .filter(
+            unit_node_values::Column::UnitNodeUuid.is_in(
+                units
+                    .iter()
+                    .map(|u| u.2["uuid"].as_str().unwrap().parse::<uuid::Uuid>().unwrap()),
+            ),
+        )
         .all(&connection)
         .await
         .unwrap()
@@ -182,14 +247,23 @@ async fn every_acknowledged_value_survives_sigkill() {
         .collect();
     connection.close().await.unwrap();
     let lost: Vec<_> = acked.iter().filter(|a| !stored.contains(*a)).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged values lost, e.g. {:?}", lost.len(), acked.len(), lost.first());
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged values lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        lost.first()
+    );
 
     // After a restart the input's value is retained again for the unit.
     drop(server);
     let server = start(&db, http, mqtt);
     let (uuid, unit_token, _) = &units[0];
     let (client, mut events) = client(&server, uuid, unit_token).await;
-    client.subscribe(input["topic"].as_str().unwrap(), QoS::AtMostOnce).await.unwrap();
+    client
+        .subscribe(input["topic"].as_str().unwrap(), QoS::AtMostOnce)
+        .await
+        .unwrap();
     let got = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {

@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use crate::entities::{unit_node_values, unit_nodes};
 use crate::error::Result;
+use crate::services::Services;
 use crate::services::units::data;
+use crate::services::units::live::LiveEvent;
 use crate::services::units::nodes::HistoryPolicy;
 
 use super::acl::Sink;
@@ -48,9 +50,9 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// Starts the writer task.
-    pub fn start(db: DatabaseConnection, log_ttl: Duration) -> Self {
+    pub fn start(services: Services) -> Self {
         let (jobs, rx) = mpsc::channel(BATCH * 4);
-        tokio::spawn(run(db, log_ttl, rx));
+        tokio::spawn(run(services, rx));
         Self { jobs }
     }
 
@@ -65,11 +67,19 @@ impl Ingestor {
     }
 }
 
-async fn run(db: DatabaseConnection, log_ttl: Duration, mut rx: mpsc::Receiver<Job>) {
+async fn run(services: Services, mut rx: mpsc::Receiver<Job>) {
+    let log_ttl = Duration::from_secs(services.units().log_ttl_seconds);
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
+    let mut live = Vec::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let ok = match write(&db, log_ttl, &batch).await {
-            Ok(()) => true,
+        let watched = services.live().watched();
+        let ok = match write(services.db(), log_ttl, &batch, watched.then_some(&mut live)).await {
+            Ok(()) => {
+                for event in live.drain(..) {
+                    services.live().send(event);
+                }
+                true
+            }
             Err(error) => {
                 tracing::warn!(%error, items = batch.len(), "ingestion batch failed");
                 false
@@ -81,7 +91,13 @@ async fn run(db: DatabaseConnection, log_ttl: Duration, mut rx: mpsc::Receiver<J
     }
 }
 
-async fn write(db: &DatabaseConnection, log_ttl: Duration, batch: &[Job]) -> Result<()> {
+/// Writes one batch; fills `live` (when someone watches) with what to announce once it is committed.
+async fn write(
+    db: &DatabaseConnection,
+    log_ttl: Duration,
+    batch: &[Job],
+    mut live: Option<&mut Vec<LiveEvent>>,
+) -> Result<()> {
     let txn = db.begin().await?;
     // Values, grouped by node, in arrival order.
     let mut values: HashMap<Uuid, Vec<Timed<'_>>> = HashMap::new();
@@ -90,19 +106,39 @@ async fn write(db: &DatabaseConnection, log_ttl: Duration, batch: &[Job]) -> Res
             Sink::Value(node) => {
                 // Values are text in the API; bytes that are not UTF-8 are replaced, not refused.
                 let text = String::from_utf8_lossy(&item.payload);
+                if let Some(live) = live.as_deref_mut() {
+                    live.push(LiveEvent::Value {
+                        unit: item.unit,
+                        node,
+                        value: text.to_string(),
+                        at: item.at,
+                    });
+                }
                 values.entry(node).or_default().push((text, item.at));
             }
-            Sink::State => {
-                if let Err(error) = data::record_state(&txn, item.unit, &item.payload).await {
-                    tracing::debug!(unit = %item.unit, %error, "state refused");
+            Sink::State => match data::record_state(&txn, item.unit, &item.payload).await {
+                Ok(()) => {
+                    if let Some(live) = live.as_deref_mut() {
+                        live.push(LiveEvent::State {
+                            unit: item.unit,
+                            state: String::from_utf8_lossy(&item.payload).into_owned(),
+                        });
+                    }
                 }
-            }
-            Sink::Log => {
-                if let Err(error) = data::record_logs(&txn, item.unit, &item.payload, log_ttl).await
-                {
-                    tracing::debug!(unit = %item.unit, %error, "log refused");
+                Err(error) => tracing::debug!(unit = %item.unit, %error, "state refused"),
+            },
+            Sink::Log => match data::record_logs(&txn, item.unit, &item.payload, log_ttl).await {
+                Ok(entries) => {
+                    if let Some(live) = live.as_deref_mut() {
+                        live.extend(entries.into_iter().map(|e| LiveEvent::Log {
+                            unit: item.unit,
+                            level: e.level,
+                            text: e.text,
+                        }));
+                    }
                 }
-            }
+                Err(error) => tracing::debug!(unit = %item.unit, %error, "log refused"),
+            },
         }
     }
     if !values.is_empty() {

@@ -74,10 +74,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(services: Services) -> Self {
-        let ingestor = ingest::Ingestor::start(
-            services.db().clone(),
-            std::time::Duration::from_secs(services.units().log_ttl_seconds),
-        );
+        let ingestor = ingest::Ingestor::start(services.clone());
         Self {
             router: Arc::new(Router::default()),
             services,

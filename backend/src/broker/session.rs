@@ -15,6 +15,7 @@ use super::codec::{self, DecodeError, Packet, Refusal, Version};
 use super::ingest::Item;
 use super::{Broker, MAX_PACKET, QUEUE, Subscriber};
 use crate::services::units::device::{self, DeviceCaller};
+use crate::services::units::live::LiveEvent;
 
 /// How long a client has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,6 +87,10 @@ pub async fn run(broker: Broker, stream: TcpStream, peer: SocketAddr) {
         let _ = write.shutdown().await;
     });
     tracing::debug!(%unit, %peer, "mqtt connected");
+    broker
+        .services()
+        .live()
+        .send(LiveEvent::Presence { unit, online: true });
     let mut session = Session {
         broker: broker.clone(),
         unit,
@@ -109,6 +114,10 @@ pub async fn run(broker: Broker, stream: TcpStream, peer: SocketAddr) {
     }
     session.cleanup();
     drop(session);
+    broker.services().live().send(LiveEvent::Presence {
+        unit,
+        online: false,
+    });
     let _ = writer.await;
 }
 

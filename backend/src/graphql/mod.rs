@@ -1,11 +1,12 @@
 //! The GraphQL open API: thin resolvers over the services, one merged schema.
 
+mod live;
 mod repo_units;
 mod settings;
 mod units;
 mod users;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, Schema};
 
 use async_graphql::{Context, ID};
 
@@ -33,14 +34,14 @@ pub struct MutationRoot(
 );
 
 /// The schema type served at `/graphql`.
-pub type PepeunitSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type PepeunitSchema = Schema<QueryRoot, MutationRoot, live::LiveSubscription>;
 
 /// Builds the schema with the configured depth and complexity limits.
 pub fn build_schema(config: &Config, services: Services) -> PepeunitSchema {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        live::LiveSubscription,
     )
     .limit_depth(config.graphql_max_depth)
     .limit_complexity(config.graphql_max_complexity)
@@ -53,7 +54,7 @@ pub fn sdl() -> String {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        live::LiveSubscription,
     )
     .finish()
     .sdl()

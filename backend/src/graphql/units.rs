@@ -110,6 +110,10 @@ impl Unit {
     async fn reported_commit(&self) -> Option<&str> {
         self.0.reported_commit.as_deref()
     }
+    /// Whether the unit is connected to the broker now.
+    async fn online(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(services(ctx)?.live().is_online(self.0.uuid))
+    }
     /// `pending` after the target moved, `done` once the unit reports running it.
     async fn update_status(&self) -> Option<&str> {
         self.0.update_status.as_deref()

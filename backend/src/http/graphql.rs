@@ -25,6 +25,7 @@ pub async fn graphiql() -> Html<String> {
     Html(
         GraphiQLSource::build()
             .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
             .title("Pepeunit GraphiQL")
             .finish(),
     )

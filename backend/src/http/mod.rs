@@ -2,6 +2,7 @@
 
 mod device;
 mod graphql;
+mod graphql_ws;
 mod health;
 pub mod metrics;
 mod webhooks;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::render))
         .route("/graphql", get(graphql::graphiql).post(graphql::execute))
+        .route("/graphql/ws", get(graphql_ws::subscribe))
         .route("/api/v1/repo_units/{uuid}/webhook", post(webhooks::receive))
         .route("/api/v1/units/env/{uuid}", get(device::env))
         .route(

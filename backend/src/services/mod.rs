@@ -40,6 +40,7 @@ struct Inner {
     sessions: session_cache::SessionCache,
     units: UnitSettings,
     unit_events: units::events::UnitEvents,
+    live: units::live::LiveFeed,
 }
 
 /// What units are generated with.
@@ -83,6 +84,7 @@ impl Services {
                     log_ttl_seconds: config.unit_log_ttl_seconds,
                 },
                 unit_events: units::events::UnitEvents::default(),
+                live: units::live::LiveFeed::default(),
             }),
         })
     }
@@ -125,6 +127,11 @@ impl Services {
     /// What happens to units, for the broker and live views.
     pub fn unit_events(&self) -> &units::events::UnitEvents {
         &self.inner.unit_events
+    }
+
+    /// Live values, state, logs and presence for browsers.
+    pub fn live(&self) -> &units::live::LiveFeed {
+        &self.inner.live
     }
 
     /// Sync state and the repository event stream.

@@ -18,6 +18,7 @@ use crate::entities::{unit_logs, unit_node_values, unit_nodes, units};
 use crate::error::{Error, Result};
 use crate::services::units::events::UnitEvent;
 use crate::services::units::links::{may_write_input, visible_node};
+use crate::services::units::live::LiveEvent;
 use crate::services::units::nodes::HistoryPolicy;
 use crate::services::{Actor, Services, access};
 
@@ -109,7 +110,14 @@ pub async fn set_input_value(
     }
     let (node, unit) = visible_node(services, actor, node).await?;
     may_write_input(actor, &node, &unit)?;
-    record_value(services.db(), &node, value, Utc::now()).await?;
+    let at = Utc::now();
+    record_value(services.db(), &node, value, at).await?;
+    services.live().send(LiveEvent::Value {
+        unit: unit.uuid,
+        node: node.uuid,
+        value: value.to_owned(),
+        at,
+    });
     services.unit_events().send(UnitEvent::InputSet {
         node: node.uuid,
         value: value.to_owned(),
@@ -215,13 +223,13 @@ pub struct LogEntry {
     pub create_datetime: Option<String>,
 }
 
-/// Stores a `log/pepeunit` payload (one entry or a list), each line kept for `ttl`.
+/// Stores a `log/pepeunit` payload (one entry or a list), each line kept for `ttl`; returns the lines.
 pub async fn record_logs(
     db: &impl ConnectionTrait,
     unit: Uuid,
     payload: &[u8],
     ttl: std::time::Duration,
-) -> Result<usize> {
+) -> Result<Vec<LogEntry>> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Payload {
@@ -260,11 +268,10 @@ pub async fn record_logs(
             }
         })
         .collect();
-    let count = rows.len();
-    if count > 0 {
+    if !rows.is_empty() {
         unit_logs::Entity::insert_many(rows).exec(db).await?;
     }
-    Ok(count)
+    Ok(entries)
 }
 
 /// Deletes expired log lines; returns how many.

@@ -12,6 +12,7 @@ pub mod device;
 pub mod env;
 pub mod events;
 pub mod links;
+pub mod live;
 pub mod nodes;
 pub mod schema_json;
 

@@ -122,6 +122,7 @@ impl App {
         let log_purge = tokio::spawn(crate::services::units::data::run_log_purge(
             self.state.services.clone(),
         ));
+        crate::services::units::rollouts::resume_all(&self.state.services).await;
         if let Err(error) = self.broker.restore().await {
             tracing::warn!(%error, "restoring retained messages failed");
         }

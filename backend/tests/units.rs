@@ -939,3 +939,133 @@ async fn state_logs_and_deletion() {
         .await;
     assert_eq!(body["data"]["deleteRepoUnit"], true, "{body}");
 }
+
+async fn wait_until(
+    fx: &Fixture,
+    query: &str,
+    vars: Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..100 {
+        let (_, body) = fx.server.gql(query, vars.clone(), Some(&fx.token)).await;
+        if done(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition never met for {query}");
+}
+
+#[tokio::test]
+async fn a_rollout_updates_in_waves_and_halts_when_a_wave_fails() {
+    let fx = Fixture::new(|_| {}).await;
+    let v1 = common::git::git(&fx.source.work, &["rev-parse", "HEAD"]);
+    let mut fleet = Vec::new();
+    for i in 1..=4 {
+        let unit = fx
+            .create_unit(&fx.token, json!({ "name": format!("Fleet {i}"), "followsDefaultBranch": false, "branch": "main", "commit": v1 }))
+            .await;
+        fleet.push(
+            unit["uuid"]
+                .as_str()
+                .unwrap()
+                .parse::<uuid::Uuid>()
+                .unwrap(),
+        );
+    }
+    fx.source.write("main.py", "print('v2')\n");
+    let v2 = fx.source.commit("v2");
+    fx.push_and_sync().await;
+
+    let (_, body) = fx
+        .server
+        .gql(
+            "mutation($i: StartRolloutInput!) { startRollout(input: $i) { uuid status targetCommit } }",
+            json!({ "i": { "repoUnitUuid": fx.repo_unit, "commit": v2, "batchSize": 2, "maxFailureRatio": 0.4, "waveTimeoutSeconds": 1 } }),
+            Some(&fx.token),
+        )
+        .await;
+    let rollout = body["data"]["startRollout"]["uuid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    let (_, again) = fx
+        .server
+        .gql(
+            "mutation($i: StartRolloutInput!) { startRollout(input: $i) { uuid } }",
+            json!({ "i": { "repoUnitUuid": fx.repo_unit, "commit": v2 } }),
+            Some(&fx.token),
+        )
+        .await;
+    assert_eq!(code(&again), "CONFLICT", "{again}");
+
+    let status = "query($u: ID!) { unit(uuid: $u) { targetCommit updateStatus updateAttempts { rolloutUuid wave status targetCommit fromCommit } } }";
+    let report = |unit: uuid::Uuid| {
+        let db = fx.server.services.db().clone();
+        let state = json!({ "pu_commit_version": v2 }).to_string();
+        async move {
+            pepeunit_backend::services::units::data::record_state(&db, unit, state.as_bytes())
+                .await
+                .unwrap();
+        }
+    };
+    // Wave 1: the first two units are told; they report; wave 2 starts.
+    for unit in &fleet[..2] {
+        wait_until(&fx, status, json!({ "u": unit.to_string() }), |b| {
+            b["data"]["unit"]["updateStatus"] == "pending"
+        })
+        .await;
+        report(*unit).await;
+    }
+    let third = wait_until(&fx, status, json!({ "u": fleet[2].to_string() }), |b| {
+        b["data"]["unit"]["updateStatus"] == "pending"
+    })
+    .await;
+    assert_eq!(
+        third["data"]["unit"]["updateAttempts"][0]["wave"], 2,
+        "{third}"
+    );
+    // Wave 2: one of two reports; the other times out, 50% > 40%: halted.
+    report(fleet[2]).await;
+    let rollout_query = "query($u: ID!) { rollout(uuid: $u) { status wave detail } }";
+    let halted = wait_until(&fx, rollout_query, json!({ "u": rollout }), |b| {
+        b["data"]["rollout"]["status"] != "running"
+    })
+    .await;
+    assert_eq!(halted["data"]["rollout"]["status"], "halted", "{halted}");
+    assert_eq!(halted["data"]["rollout"]["wave"], 2);
+    assert!(
+        halted["data"]["rollout"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 2"),
+        "{halted}"
+    );
+
+    let (_, first) = fx
+        .server
+        .gql(
+            status,
+            json!({ "u": fleet[0].to_string() }),
+            Some(&fx.token),
+        )
+        .await;
+    assert_eq!(first["data"]["unit"]["updateStatus"], "done");
+    assert_eq!(
+        first["data"]["unit"]["updateAttempts"],
+        json!([{ "rolloutUuid": rollout, "wave": 1, "status": "done", "targetCommit": v2, "fromCommit": v1 }])
+    );
+    let (_, fourth) = fx
+        .server
+        .gql(
+            status,
+            json!({ "u": fleet[3].to_string() }),
+            Some(&fx.token),
+        )
+        .await;
+    assert_eq!(fourth["data"]["unit"]["updateStatus"], "failed", "{fourth}");
+    assert_eq!(
+        fourth["data"]["unit"]["updateAttempts"][0]["status"],
+        "failed"
+    );
+}

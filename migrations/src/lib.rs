@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_users;
 mod m20261123_000002_graph;
 mod m20261123_000003_unit_pins;
+mod m20261123_000004_rollouts;
 
 /// Runs the Pepeunit migrations in order.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_users::Migration),
             Box::new(m20261123_000002_graph::Migration),
             Box::new(m20261123_000003_unit_pins::Migration),
+            Box::new(m20261123_000004_rollouts::Migration),
         ]
     }
 }

@@ -3,9 +3,11 @@
 pub mod instance_settings;
 pub mod permissions;
 pub mod repo_units;
+pub mod rollouts;
 pub mod unit_logs;
 pub mod unit_node_edges;
 pub mod unit_node_values;
 pub mod unit_nodes;
 pub mod units;
+pub mod update_attempts;
 pub mod users;

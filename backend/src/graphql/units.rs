@@ -13,7 +13,7 @@ use crate::services::units::events::UnitCommand;
 use crate::services::units::nodes::{HistoryPolicy, NodeKind};
 use crate::services::units::{
     self as service, NewUnit, UnitChange, UnitFilter, UnitTarget, bundle, data, device, env, links,
-    nodes, schema_json,
+    nodes, rollouts, schema_json,
 };
 
 /// A device built from a repo_unit.
@@ -114,7 +114,19 @@ impl Unit {
     async fn online(&self, ctx: &Context<'_>) -> Result<bool> {
         Ok(services(ctx)?.live().is_online(self.0.uuid))
     }
-    /// `pending` after the target moved, `done` once the unit reports running it.
+    /// The update audit log, newest first; the creator and admins.
+    async fn update_attempts(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] limit: u64,
+    ) -> Result<Vec<UpdateAttempt>> {
+        let rows = rollouts::attempts(services(ctx)?, &actor(ctx), self.0.uuid, limit)
+            .await
+            .gql()?;
+        Ok(rows.into_iter().map(UpdateAttempt::from).collect())
+    }
+    /// `pending` after the target moved, `done` once the unit reports running it, `failed` when a rollout
+    /// wave timed out waiting for it.
     async fn update_status(&self) -> Option<&str> {
         self.0.update_status.as_deref()
     }
@@ -326,6 +338,89 @@ impl UnitNode {
     }
 }
 
+/// A rollout: a repo_unit's units moved to one commit in waves.
+#[derive(SimpleObject)]
+pub struct Rollout {
+    uuid: ID,
+    repo_unit_uuid: ID,
+    creator_uuid: ID,
+    target_commit: String,
+    batch_size: i32,
+    max_failure_ratio: f64,
+    wave_timeout_seconds: i32,
+    /// `running`, `completed` or `halted`.
+    status: String,
+    /// The wave running or last run (0 before the first).
+    wave: i32,
+    /// Why it halted.
+    detail: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<crate::entities::rollouts::Model> for Rollout {
+    fn from(row: crate::entities::rollouts::Model) -> Self {
+        Self {
+            uuid: ID(row.uuid.to_string()),
+            repo_unit_uuid: ID(row.repo_unit_uuid.to_string()),
+            creator_uuid: ID(row.creator_uuid.to_string()),
+            target_commit: row.target_commit,
+            batch_size: row.batch_size,
+            max_failure_ratio: row.max_failure_ratio,
+            wave_timeout_seconds: row.wave_timeout_seconds,
+            status: row.status,
+            wave: row.wave,
+            detail: row.detail,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// One entry of a unit's update audit log.
+#[derive(SimpleObject)]
+pub struct UpdateAttempt {
+    rollout_uuid: Option<ID>,
+    wave: Option<i32>,
+    from_commit: Option<String>,
+    target_commit: String,
+    /// `pending`, `done`, `failed` or `superseded`.
+    status: String,
+    detail: Option<String>,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<crate::entities::update_attempts::Model> for UpdateAttempt {
+    fn from(row: crate::entities::update_attempts::Model) -> Self {
+        Self {
+            rollout_uuid: row.rollout_uuid.map(|u| ID(u.to_string())),
+            wave: row.wave,
+            from_commit: row.from_commit,
+            target_commit: row.target_commit,
+            status: row.status,
+            detail: row.detail,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct StartRolloutInput {
+    repo_unit_uuid: ID,
+    /// A commit on the repo_unit's default branch.
+    commit: String,
+    #[graphql(default = 10)]
+    batch_size: u32,
+    /// Halt when more than this share of a wave fails (0 to 1).
+    #[graphql(default = 0.2)]
+    max_failure_ratio: f64,
+    /// How long a wave's units have to report the commit.
+    #[graphql(default = 600)]
+    wave_timeout_seconds: u32,
+}
+
 /// A page of units.
 #[derive(SimpleObject)]
 pub struct UnitPage {
@@ -408,6 +503,23 @@ impl UnitQuery {
             total,
             items: rows.into_iter().map(Unit).collect(),
         })
+    }
+
+    /// Rollouts of a repo_unit, newest first.
+    async fn rollouts(&self, ctx: &Context<'_>, repo_unit_uuid: ID) -> Result<Vec<Rollout>> {
+        let uuid = parse_uuid(&repo_unit_uuid).gql()?;
+        let rows = rollouts::of_repo_unit(services(ctx)?, &actor(ctx), uuid)
+            .await
+            .gql()?;
+        Ok(rows.into_iter().map(Rollout::from).collect())
+    }
+
+    async fn rollout(&self, ctx: &Context<'_>, uuid: ID) -> Result<Rollout> {
+        let uuid = parse_uuid(&uuid).gql()?;
+        Ok(rollouts::get(services(ctx)?, &actor(ctx), uuid)
+            .await
+            .gql()?
+            .into())
     }
 
     async fn unit_node(&self, ctx: &Context<'_>, uuid: ID) -> Result<UnitNode> {
@@ -516,6 +628,21 @@ impl UnitMutation {
                 .await
                 .gql()?,
         ))
+    }
+
+    /// Moves your units of a repo_unit (all of them, for an admin) to a commit in waves.
+    async fn start_rollout(&self, ctx: &Context<'_>, input: StartRolloutInput) -> Result<Rollout> {
+        let form = rollouts::NewRollout {
+            repo_unit_uuid: parse_uuid(&input.repo_unit_uuid).gql()?,
+            commit: input.commit,
+            batch_size: input.batch_size,
+            max_failure_ratio: input.max_failure_ratio,
+            wave_timeout_seconds: input.wave_timeout_seconds,
+        };
+        Ok(rollouts::start(services(ctx)?, &actor(ctx), form)
+            .await
+            .gql()?
+            .into())
     }
 
     /// Asks the unit to publish its whole log (`log_sync/pepeunit`).

@@ -207,6 +207,9 @@ pub async fn record_state(db: &impl ConnectionTrait, unit: Uuid, payload: &[u8])
     if reached && pending {
         active.update_status = Set(Some(super::UPDATE_DONE.to_owned()));
         active.update_status_at = Set(Some(now));
+        if let Some(commit) = &reported {
+            super::rollouts::finish_attempts(db, unit, commit, super::UPDATE_DONE, None).await?;
+        }
     }
     active.reported_commit = Set(reported);
     active.last_state = Set(Some(Value::Object(state).to_string()));

@@ -14,6 +14,7 @@ pub mod events;
 pub mod links;
 pub mod live;
 pub mod nodes;
+pub mod rollouts;
 pub mod schema_json;
 
 use chrono::Utc;
@@ -197,7 +198,7 @@ pub const UPDATE_PENDING: &str = "pending";
 pub const UPDATE_DONE: &str = "done";
 
 /// Tells listeners that `unit` now targets `commit` and that its schema may have changed.
-fn announce_target(services: &Services, unit: Uuid, commit: &str) {
+pub(crate) fn announce_target(services: &Services, unit: Uuid, commit: &str) {
     services.unit_events().send(UnitEvent::TargetChanged {
         unit,
         commit: commit.to_owned(),
@@ -211,6 +212,7 @@ pub(crate) async fn apply_target(
     txn: &impl ConnectionTrait,
     unit: units::Model,
     resolved: &ResolvedTarget,
+    rollout: Option<(Uuid, i32)>,
 ) -> Result<units::Model> {
     nodes::sync_with_schema(txn, &unit, &resolved.schema).await?;
     let stored = env::StoredEnv::open(services, &unit)?;
@@ -219,6 +221,9 @@ pub(crate) async fn apply_target(
         .target_commit
         .as_deref()
         .is_some_and(|old| old != resolved.commit);
+    if moved {
+        rollouts::record_attempt(txn, &unit, &resolved.commit, rollout).await?;
+    }
     let mut active = unit.into_active_model();
     if moved {
         active.update_status = Set(Some(UPDATE_PENDING.to_owned()));
@@ -281,7 +286,7 @@ pub async fn create(services: &Services, actor: &Actor, form: NewUnit) -> Result
     .insert(&txn)
     .await
     .map_err(unique_name_error)?;
-    let row = apply_target(services, &txn, row, &resolved).await?;
+    let row = apply_target(services, &txn, row, &resolved, None).await?;
     txn.commit().await?;
     tracing::info!(unit = %uuid, repo_unit = %repo.uuid, commit = %resolved.commit, "unit created");
     Ok(row)
@@ -360,7 +365,7 @@ pub async fn update(
     let before = row_target(&unit);
     let mut row = active.update(&txn).await.map_err(unique_name_error)?;
     if let Some(resolved) = &resolved {
-        row = apply_target(services, &txn, row, resolved).await?;
+        row = apply_target(services, &txn, row, resolved, None).await?;
     }
     txn.commit().await?;
     if let Some(commit) = row
@@ -446,7 +451,7 @@ pub async fn follow_branch(
     };
     let txn = services.db().begin().await?;
     for unit in &followers {
-        apply_target(services, &txn, unit.clone(), &resolved).await?;
+        apply_target(services, &txn, unit.clone(), &resolved, None).await?;
     }
     txn.commit().await?;
     for unit in &followers {

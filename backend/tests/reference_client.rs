@@ -176,3 +176,215 @@ async fn the_reference_client_talks_to_this_server() {
         output["uuid"]
     );
 }
+
+/// A unit program written for the reference client: echoes its input to its output, logs its version.
+const PROGRAM: &str = r#"import os
+import time
+from pepeunit_client import PepeunitClient, RestartMode
+
+VERSION = "__VERSION__"
+here = os.path.dirname(os.path.abspath(__file__))
+client = PepeunitClient(
+    env_file_path=os.path.join(here, 'env.json'),
+    schema_file_path=os.path.join(here, 'schema.json'),
+    log_file_path=os.path.join(here, 'log.json'),
+    enable_mqtt=True,
+    enable_rest=True,
+    restart_mode=RestartMode.RESTART_EXEC,
+    cycle_speed=0.05,
+)
+
+def on_input(client, msg):
+    if msg.topic in client.schema.input_topic.get('set_fan_state/pepeunit', []):
+        client.publish_to_topics('current_temp/pepeunit', 'echo:' + msg.payload)
+
+client.set_mqtt_input_handler(on_input)
+client.mqtt_client.connect()
+time.sleep(1)
+client.logger.info('started ' + VERSION)
+client.run_main_cycle()
+"#;
+
+async fn wait_for(
+    fx: &Fixture,
+    what: &str,
+    query: &str,
+    vars: Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..300 {
+        let (_, body) = fx.server.gql(query, vars.clone(), Some(&fx.token)).await;
+        if done(&body) {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn logs_contain(body: &Value, text: &str) -> bool {
+    body["data"]["unit"]["logs"]["items"]
+        .as_array()
+        .is_some_and(|items| {
+            items
+                .iter()
+                .any(|i| i["text"].as_str().is_some_and(|t| t.contains(text)))
+        })
+}
+
+#[tokio::test]
+async fn a_reference_client_program_runs_talks_and_updates_itself() {
+    use std::io::Read;
+    let python = venv().join("bin/python");
+    let fx = Fixture::new(|source| {
+        source.write("main.py", PROGRAM.replace("__VERSION__", "v1"));
+        source.commit("program v1");
+    })
+    .await;
+    let unit = fx
+        .create_unit(
+            &fx.token,
+            json!({ "name": "Python fan", "env": { "PU_STATE_SEND_INTERVAL": 1 } }),
+        )
+        .await;
+    let uuid = unit["uuid"].as_str().unwrap().to_owned();
+    let sensor = fx.create_unit(&fx.token, json!({ "name": "Sensor" })).await;
+    let sensor_uuid = sensor["uuid"].as_str().unwrap().to_owned();
+    let link = "mutation($o: ID!, $i: ID!) { createLink(outputUuid: $o, inputUuid: $i) { uuid } }";
+    fx.server
+        .gql(link, json!({ "o": node(&sensor, "current_temp/pepeunit")["uuid"], "i": node(&unit, "set_fan_state/pepeunit")["uuid"] }), Some(&fx.token))
+        .await;
+
+    // Flash: the device archive as the device API serves it, unpacked into the device's directory.
+    let token = fx.unit_token(&uuid).await;
+    let archive = fx
+        .device_get(
+            &format!("/units/firmware/tgz/{uuid}?wbits=9&level=9"),
+            Some(&token),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let mut tar = Vec::new();
+    flate2::read::ZlibDecoder::new(&archive[..])
+        .read_to_end(&mut tar)
+        .unwrap();
+    let device = tempfile::tempdir().unwrap();
+    tar::Archive::new(&tar[..]).unpack(device.path()).unwrap();
+    let output = std::fs::File::create(device.path().join("program.out")).unwrap();
+    let program = Command::new(&python)
+        .arg("main.py")
+        .current_dir(device.path())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _program = Kill(program);
+
+    let v1 = common::git::git(&fx.source.work, &["rev-parse", "HEAD"]);
+    let unit_query = "query($u: ID!) { unit(uuid: $u) { online reportedCommit updateStatus logs(limit: 500) { items { text } } nodes { topicName lastValue } } }";
+    let vars = json!({ "u": uuid });
+    wait_for(
+        &fx,
+        "state with v1 and the start log",
+        unit_query,
+        vars.clone(),
+        |b| b["data"]["unit"]["reportedCommit"] == v1.as_str() && logs_contain(b, "started v1"),
+    )
+    .await;
+
+    // An input from a linked unit reaches the program; its output reaches the server.
+    let sensor_token = fx.unit_token(&sensor_uuid).await;
+    let sensor_mqtt = common::mqtt::connect(&fx.server, &sensor_uuid, &sensor_token)
+        .await
+        .unwrap();
+    sensor_mqtt
+        .publish(
+            node(&sensor, "current_temp/pepeunit")["topic"]
+                .as_str()
+                .unwrap(),
+            "42",
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .await;
+    wait_for(&fx, "the echoed output", unit_query, vars.clone(), |b| {
+        b["data"]["unit"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["lastValue"] == "echo:42")
+    })
+    .await;
+
+    // env_update, schema_update and log_sync are handled.
+    fx.server
+        .gql(
+            "mutation($u: ID!) { setUnitEnv(uuid: $u, env: {WIFI_SSID: \"new\"}) }",
+            vars.clone(),
+            Some(&fx.token),
+        )
+        .await;
+    wait_for(&fx, "the env update", unit_query, vars.clone(), |b| {
+        logs_contain(b, "Success update env")
+    })
+    .await;
+    assert_eq!(
+        read_json(&device.path().join("env.json"))["WIFI_SSID"],
+        "new"
+    );
+    fx.server
+        .gql(link, json!({ "o": node(&sensor, "current_temp/pepeunit")["uuid"], "i": node(&sensor, "set_fan_state/pepeunit")["uuid"] }), Some(&fx.token))
+        .await;
+    let listener = fx
+        .create_unit(&fx.token, json!({ "name": "Listener" }))
+        .await;
+    fx.server
+        .gql(link, json!({ "o": node(&listener, "current_temp/pepeunit")["uuid"], "i": node(&unit, "set_fan_state/pepeunit")["uuid"] }), Some(&fx.token))
+        .await;
+    wait_for(&fx, "the schema update", unit_query, vars.clone(), |b| {
+        logs_contain(b, "Success update schema")
+    })
+    .await;
+    assert_eq!(
+        read_json(&device.path().join("schema.json"))["input_topic"]["set_fan_state/pepeunit"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    fx.server
+        .gql(
+            "mutation($u: ID!) { requestLogSync(uuid: $u) }",
+            vars.clone(),
+            Some(&fx.token),
+        )
+        .await;
+    wait_for(&fx, "the log sync", unit_query, vars.clone(), |b| {
+        logs_contain(b, "Get base MQTT command: log_sync/pepeunit")
+    })
+    .await;
+
+    // The update: a new commit on the branch; the program downloads it and restarts into it.
+    fx.source
+        .write("main.py", PROGRAM.replace("__VERSION__", "v2"));
+    let v2 = fx.source.commit("program v2");
+    fx.push_and_sync().await;
+    let done = wait_for(&fx, "the update to v2", unit_query, vars.clone(), |b| {
+        b["data"]["unit"]["updateStatus"] == "done" && logs_contain(b, "started v2")
+    })
+    .await;
+    assert_eq!(done["data"]["unit"]["reportedCommit"], v2);
+    assert!(
+        std::fs::read_to_string(device.path().join("main.py"))
+            .unwrap()
+            .contains("VERSION = \"v2\"")
+    );
+}

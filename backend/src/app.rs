@@ -58,6 +58,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     tracing::info!(database = db::backend_name(services.db()), "database ready");
     Ok(App {
         state: AppState {
+            broker: broker.clone(),
             services,
             schema,
             metrics: Arc::new(Metrics::new()),

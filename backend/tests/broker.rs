@@ -525,3 +525,94 @@ async fn graphql_subscriptions_see_values_state_logs_and_presence() {
         "{event}"
     );
 }
+
+fn mqtt_string(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn mqtt_frame(first: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend(body);
+    out
+}
+
+#[tokio::test]
+async fn mqtt_over_websocket_is_the_same_broker() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Browser unit").await;
+    let mut request = format!("{}/mqtt", fx.server.base.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "mqtt".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x82, 0, 60];
+    mqtt_string(&mut connect, &unit.uuid);
+    mqtt_string(&mut connect, &unit.token);
+    ws.send(Message::binary(mqtt_frame(0x10, connect)))
+        .await
+        .unwrap();
+    let connack = ws.next().await.unwrap().unwrap().into_data();
+    assert_eq!(connack.as_ref(), &[0x20, 2, 0, 0], "accepted");
+
+    let topic = unit.topic("set_fan_state/pepeunit");
+    let mut subscribe = vec![0, 1];
+    mqtt_string(&mut subscribe, &topic);
+    subscribe.push(0);
+    ws.send(Message::binary(mqtt_frame(0x82, subscribe)))
+        .await
+        .unwrap();
+    let suback = ws.next().await.unwrap().unwrap().into_data();
+    assert_eq!(suback.as_ref(), &[0x90, 3, 0, 1, 0]);
+
+    fx.server
+        .gql(
+            "mutation($u: ID!) { setInputValue(uuid: $u, value: \"on\") { lastValue } }",
+            json!({ "u": unit.node("set_fan_state/pepeunit") }),
+            Some(&fx.token),
+        )
+        .await;
+    let publish = tokio::time::timeout(Duration::from_secs(3), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_data();
+    let mut expected = Vec::new();
+    mqtt_string(&mut expected, &topic);
+    expected.extend_from_slice(b"on");
+    assert_eq!(publish.as_ref(), mqtt_frame(0x30, expected).as_slice());
+
+    // A forbidden subscribe closes the WebSocket too.
+    let mut subscribe = vec![0, 2];
+    mqtt_string(&mut subscribe, "#");
+    subscribe.push(0);
+    ws.send(Message::binary(mqtt_frame(0x82, subscribe)))
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(3), ws.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(end, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+        "{end:?}"
+    );
+}

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod commands;
 pub mod ingest;
 mod session;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -105,6 +106,14 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Serves one connection over any byte stream.
+    pub async fn serve_stream<S>(&self, stream: S, peer: SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        session::run(self.clone(), stream, peer).await;
     }
 
     pub(crate) fn services(&self) -> &Services {

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
@@ -30,8 +29,12 @@ enum End {
     KeepAlive,
 }
 
-pub async fn run(broker: Broker, stream: TcpStream, peer: SocketAddr) {
-    let (read, mut write) = stream.into_split();
+/// Serves one connection, over TCP or any other byte stream (MQTT over WebSocket).
+pub async fn run<S>(broker: Broker, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, mut write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
     let first =
         tokio::time::timeout(CONNECT_TIMEOUT, codec::read_frame(&mut reader, MAX_PACKET)).await;
@@ -147,9 +150,9 @@ struct Session {
 }
 
 impl Session {
-    async fn serve(
+    async fn serve<R: AsyncRead + Unpin>(
         &mut self,
-        reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+        reader: &mut BufReader<R>,
         kick: &Notify,
         idle: Option<Duration>,
     ) -> End {

@@ -5,6 +5,7 @@ mod graphql;
 mod graphql_ws;
 mod health;
 pub mod metrics;
+mod mqtt_ws;
 mod webhooks;
 
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +22,7 @@ use crate::services::Services;
 #[derive(Clone)]
 pub struct AppState {
     pub services: Services,
+    pub broker: crate::broker::Broker,
     pub schema: PepeunitSchema,
     pub metrics: Arc<metrics::Metrics>,
     pub max_body_bytes: usize,
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/graphql", get(graphql::graphiql).post(graphql::execute))
         .route("/graphql/ws", get(graphql_ws::subscribe))
+        .route("/mqtt", get(mqtt_ws::upgrade))
         .route("/api/v1/repo_units/{uuid}/webhook", post(webhooks::receive))
         .route("/api/v1/units/env/{uuid}", get(device::env))
         .route(

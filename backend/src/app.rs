@@ -25,9 +25,16 @@ pub enum StartError {
     #[error(transparent)]
     MqttBind(#[from] crate::broker::BindError),
     #[error(transparent)]
+    MqttTls(#[from] crate::broker::tls::TlsError),
+    #[error(transparent)]
     Secrets(#[from] SecretsError),
     #[error(transparent)]
     Database(#[from] DbStartError),
+    #[error("cannot listen on mqtt_tls_bind (PEPEUNIT_MQTT_TLS_BIND) {addr}: {source}")]
+    MqttTlsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot listen on http_bind (PEPEUNIT_HTTP_BIND) {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -42,6 +49,9 @@ pub struct App {
     broker: Broker,
     mqtt_bind: SocketAddr,
     mqtt_listener: Option<TcpListener>,
+    /// MQTT over TLS, when a certificate is configured: the acceptor, the address, a listener given by tests.
+    mqtt_tls: Option<(tokio_rustls::TlsAcceptor, SocketAddr)>,
+    mqtt_tls_listener: Option<TcpListener>,
     unit_events: tokio::sync::broadcast::Receiver<UnitEvent>,
 }
 
@@ -52,6 +62,13 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     db::migrate(&db).await?;
     let secrets = InstanceSecrets::load_or_create(&config)?;
     let services = Services::new(&config, db, secrets)?;
+    let mqtt_tls = match (&config.mqtt_tls_cert, &config.mqtt_tls_key) {
+        (Some(cert), Some(key)) => Some((
+            crate::broker::tls::acceptor(cert, key)?,
+            config.mqtt_tls_bind,
+        )),
+        _ => None,
+    };
     let unit_events = services.unit_events().subscribe();
     let broker = Broker::new(services.clone());
     let schema: PepeunitSchema = build_schema(&config, services.clone());
@@ -69,6 +86,8 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         broker,
         mqtt_bind: config.mqtt_bind,
         mqtt_listener: None,
+        mqtt_tls,
+        mqtt_tls_listener: None,
         unit_events,
     })
 }
@@ -92,6 +111,29 @@ impl App {
     /// The services, for the CLI and for tests that set up data directly.
     pub fn services(&self) -> &Services {
         &self.state.services
+    }
+
+    /// Serves MQTT over TLS on `listener` instead of binding `mqtt_tls_bind`.
+    pub fn with_mqtt_tls_listener(mut self, listener: TcpListener) -> Self {
+        self.mqtt_tls_listener = Some(listener);
+        self
+    }
+
+    /// Binds `mqtt_tls_bind` now when TLS is configured, so a port in use is a start-up error.
+    pub async fn bind_mqtt_tls(self) -> Result<Self, StartError> {
+        match (&self.mqtt_tls, &self.mqtt_tls_listener) {
+            (Some((_, addr)), None) => {
+                let listener =
+                    TcpListener::bind(*addr)
+                        .await
+                        .map_err(|source| StartError::MqttTlsBind {
+                            addr: *addr,
+                            source,
+                        })?;
+                Ok(self.with_mqtt_tls_listener(listener))
+            }
+            _ => Ok(self),
+        }
     }
 
     /// Serves MQTT on `listener` instead of binding `mqtt_bind` in [`App::serve`].
@@ -141,6 +183,23 @@ impl App {
             tracing::info!(%addr, "mqtt listening");
         }
         let mqtt = tokio::spawn(self.broker.clone().serve(mqtt_listener));
+        let mqtt_tls = match self.mqtt_tls {
+            Some((acceptor, addr)) => {
+                let listener = match self.mqtt_tls_listener {
+                    Some(listener) => listener,
+                    None => TcpListener::bind(addr).await?,
+                };
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "mqtt over tls listening");
+                }
+                Some(tokio::spawn(crate::broker::tls::serve(
+                    self.broker.clone(),
+                    listener,
+                    acceptor,
+                )))
+            }
+            None => None,
+        };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
         }
@@ -155,6 +214,9 @@ impl App {
         log_purge.abort();
         commands.abort();
         mqtt.abort();
+        if let Some(task) = mqtt_tls {
+            task.abort();
+        }
         self.state.services.db().clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())

@@ -79,6 +79,9 @@ pub struct Config {
     pub sync_concurrency: usize,
     pub sync_check_interval_seconds: u64,
     pub mqtt_bind: SocketAddr,
+    pub mqtt_tls_bind: SocketAddr,
+    pub mqtt_tls_cert: Option<PathBuf>,
+    pub mqtt_tls_key: Option<PathBuf>,
     pub mqtt_public_host: Option<String>,
     pub mqtt_public_port: Option<u16>,
     pub unit_state_send_interval_seconds: u64,
@@ -111,6 +114,9 @@ impl Default for Config {
             sync_concurrency: 4,
             sync_check_interval_seconds: 60,
             mqtt_bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            mqtt_tls_bind: SocketAddr::from(([127, 0, 0, 1], 8883)),
+            mqtt_tls_cert: None,
+            mqtt_tls_key: None,
             mqtt_public_host: None,
             mqtt_public_port: None,
             unit_state_send_interval_seconds: 300,
@@ -262,6 +268,21 @@ pub struct ConfigArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt_bind: Option<SocketAddr>,
 
+    /// MQTT over TLS listen address, used when a certificate is configured [default: 127.0.0.1:8883]
+    #[arg(long, env = "PEPEUNIT_MQTT_TLS_BIND", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_tls_bind: Option<SocketAddr>,
+
+    /// PEM certificate chain for MQTT over TLS; with mqtt_tls_key it turns TLS on [default: none]
+    #[arg(long, env = "PEPEUNIT_MQTT_TLS_CERT", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_tls_cert: Option<PathBuf>,
+
+    /// PEM private key for MQTT over TLS [default: none]
+    #[arg(long, env = "PEPEUNIT_MQTT_TLS_KEY", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_tls_key: Option<PathBuf>,
+
     /// MQTT host written into units' env.json [default: the host of the public URL]
     #[arg(long, env = "PEPEUNIT_MQTT_PUBLIC_HOST", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -336,6 +357,12 @@ impl Config {
             ));
         }
         self.public_endpoint()?;
+        if self.mqtt_tls_cert.is_some() != self.mqtt_tls_key.is_some() {
+            return Err(ConfigError(
+                "mqtt_tls_cert (PEPEUNIT_MQTT_TLS_CERT) and mqtt_tls_key (PEPEUNIT_MQTT_TLS_KEY) go together"
+                    .into(),
+            ));
+        }
         if self.unit_state_send_interval_seconds == 0 || self.unit_log_ttl_seconds == 0 {
             return Err(ConfigError(
                 "unit_state_send_interval_seconds and unit_log_ttl_seconds must be positive".into(),

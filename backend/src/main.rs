@@ -71,7 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let shutdown = shutdown_signal();
-            let app = build(config.clone()).await?;
+            let app = build(config.clone()).await?.bind_mqtt_tls().await?;
             let listener = bind(&config).await?;
             let mqtt = bind_mqtt(&config).await?;
             app.with_mqtt_listener(mqtt)

@@ -616,3 +616,92 @@ async fn mqtt_over_websocket_is_the_same_broker() {
         "{end:?}"
     );
 }
+
+#[tokio::test]
+async fn mqtt_over_tls_when_a_certificate_is_configured() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (cert_path, key_path) = (cert.clone(), key.clone());
+    let fx = Fixture::with_config(
+        |_| {},
+        move |c| {
+            c.mqtt_tls_cert = Some(cert_path);
+            c.mqtt_tls_key = Some(key_path);
+            c.mqtt_tls_bind = std::net::SocketAddr::from(([127, 0, 0, 1], tls_port));
+        },
+    )
+    .await;
+    let unit = device(&fx, "Secure").await;
+
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut stream = None;
+    for _ in 0..50 {
+        if let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await {
+            stream = Some(tcp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut tls = connector
+        .connect(
+            ServerName::try_from("localhost").unwrap(),
+            stream.expect("tls port open"),
+        )
+        .await
+        .unwrap();
+    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x82, 0, 60];
+    mqtt_string(&mut connect, &unit.uuid);
+    mqtt_string(&mut connect, &unit.token);
+    tls.write_all(&mqtt_frame(0x10, connect)).await.unwrap();
+    let mut connack = [0u8; 4];
+    tls.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+}

@@ -6,7 +6,7 @@
 //! share one commit. Within a batch a node's last value is written once, its history rows in one insert.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -27,6 +27,8 @@ use super::acl::Sink;
 
 /// Most writes in one transaction.
 const BATCH: usize = 2048;
+/// How often one node's history is trimmed to its policy.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// One publish to store.
 #[derive(Debug)]
@@ -56,14 +58,12 @@ impl Ingestor {
         Self { jobs }
     }
 
-    /// Stores `item`; `true` once committed, `false` if it could not be stored (the unit gets no
-    /// acknowledgement and will retry).
-    pub async fn store(&self, item: Item) -> bool {
+    /// Queues `item` (waiting while the writer is full) and returns what answers `true` once it is
+    /// committed, `false` if it could not be stored (the unit gets no acknowledgement and will retry).
+    pub async fn submit(&self, item: Item) -> oneshot::Receiver<bool> {
         let (done, committed) = oneshot::channel();
-        if self.jobs.send((item, done)).await.is_err() {
-            return false;
-        }
-        committed.await.unwrap_or(false)
+        let _ = self.jobs.send((item, done)).await;
+        committed
     }
 }
 
@@ -71,9 +71,17 @@ async fn run(services: Services, mut rx: mpsc::Receiver<Job>) {
     let log_ttl = Duration::from_secs(services.units().log_ttl_seconds);
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
     let mut live = Vec::new();
+    let mut trimmed = HashMap::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let watched = services.live().watched();
-        let ok = match write(services.db(), log_ttl, &batch, watched.then_some(&mut live)).await {
+        let written = write(
+            services.db(),
+            log_ttl,
+            &batch,
+            watched.then_some(&mut live),
+            &mut trimmed,
+        );
+        let ok = match written.await {
             Ok(()) => {
                 for event in live.drain(..) {
                     services.live().send(event);
@@ -97,6 +105,7 @@ async fn write(
     log_ttl: Duration,
     batch: &[Job],
     mut live: Option<&mut Vec<LiveEvent>>,
+    trimmed: &mut HashMap<Uuid, Instant>,
 ) -> Result<()> {
     let txn = db.begin().await?;
     // Values, grouped by node, in arrival order.
@@ -184,8 +193,17 @@ async fn write(
                     .await?;
             }
         }
+        // Trimming is a range delete per node: at most once a second per node is plenty, and keeps a
+        // busy node's batches to one insert.
+        let now = Instant::now();
         for (node, policy, at) in trims {
-            data::trim_history(&txn, node, policy, at).await?;
+            let due = trimmed
+                .get(&node)
+                .is_none_or(|last| now.duration_since(*last) >= TRIM_EVERY);
+            if due {
+                data::trim_history(&txn, node, policy, at).await?;
+                trimmed.insert(node, now);
+            }
         }
     }
     txn.commit().await?;

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod commands;
 pub mod ingest;
 mod session;
+pub mod tls;
 pub mod websocket;
 
 use std::collections::HashMap;

@@ -94,8 +94,11 @@ where
         .services()
         .live()
         .send(LiveEvent::Presence { unit, online: true });
+    let (completions, pending) = mpsc::channel(QUEUE);
+    let completer = tokio::spawn(complete(broker.clone(), pending, queue.clone()));
     let mut session = Session {
         broker: broker.clone(),
+        completions,
         unit,
         id,
         version,
@@ -117,6 +120,7 @@ where
     }
     session.cleanup();
     drop(session);
+    let _ = completer.await;
     broker.services().live().send(LiveEvent::Presence {
         unit,
         online: false,
@@ -138,8 +142,38 @@ async fn authenticate(broker: &Broker, connect: &codec::Connect) -> Result<Uuid,
     }
 }
 
+/// A publish handed to the writer, to route and acknowledge once committed.
+struct Pending {
+    committed: tokio::sync::oneshot::Receiver<bool>,
+    topic: String,
+    payload: Vec<u8>,
+    ack: Option<Vec<u8>>,
+}
+
+/// Publishes of one connection in arrival order: each is routed and acknowledged after its commit. An
+/// uncommitted one is neither (a QoS 1 sender retries; a QoS 0 value is lost, as QoS 0 allows).
+async fn complete(
+    broker: Broker,
+    mut pending: mpsc::Receiver<Pending>,
+    queue: mpsc::Sender<Vec<u8>>,
+) {
+    while let Some(p) = pending.recv().await {
+        if !p.committed.await.unwrap_or(false) {
+            continue;
+        }
+        // A unit's retain flag is not honoured: what others see of its outputs is the stored value.
+        broker.route(&p.topic, &p.payload, false);
+        if let Some(ack) = p.ack
+            && queue.send(ack).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
 struct Session {
     broker: Broker,
+    completions: mpsc::Sender<Pending>,
     unit: Uuid,
     id: u64,
     version: Version,
@@ -237,19 +271,21 @@ impl Session {
             payload: publish.payload.clone(),
             at: chrono::Utc::now(),
         };
-        if !self.broker.ingestor.store(item).await {
-            // Not acknowledged: a QoS 1 sender retries; a QoS 0 value is lost, as QoS 0 allows.
-            return None;
-        }
-        // A unit's retain flag is not honoured: what others see of its outputs is the stored value.
-        self.broker.route(&publish.topic, &publish.payload, false);
+        let committed = self.broker.ingestor.submit(item).await;
         let ack = match (publish.qos, publish.packet_id) {
             (1, Some(id)) => Some(codec::ack(4, id)),
             (2, Some(id)) => Some(codec::ack(5, id)),
             _ => None,
         };
-        if let Some(ack) = ack {
-            self.send(ack).await;
+        // Reading goes on; the completion task routes and acknowledges in order, each after its commit.
+        let pending = Pending {
+            committed,
+            topic: publish.topic,
+            payload: publish.payload,
+            ack,
+        };
+        if self.completions.send(pending).await.is_err() {
+            return Some(End::Clean);
         }
         None
     }

@@ -26,12 +26,24 @@ pub struct Fixture {
 impl Fixture {
     /// `prepare` may add files to the firmware repo before it is published and mirrored.
     pub async fn new(prepare: impl FnOnce(&SourceRepo)) -> Self {
+        Self::with_config(prepare, |_| {}).await
+    }
+
+    /// As [`Fixture::new`], with `adjust` changing the server's configuration.
+    pub async fn with_config(
+        prepare: impl FnOnce(&SourceRepo),
+        adjust: impl FnOnce(&mut pepeunit_backend::Config),
+    ) -> Self {
         let remotes = tempfile::tempdir().unwrap();
         let source = SourceRepo::firmware(remotes.path(), "firmware");
         prepare(&source);
         source.publish();
         let http = GitHttpServer::start(remotes.path(), None, Duration::ZERO).await;
-        let server = TestServer::start_with(|c| c.allow_local_remotes = true).await;
+        let server = TestServer::start_with(|c| {
+            c.allow_local_remotes = true;
+            adjust(c);
+        })
+        .await;
         let (_, token) = server.user("alice").await;
         let (_, body) = server
             .gql(

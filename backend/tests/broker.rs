@@ -705,3 +705,23 @@ async fn mqtt_over_tls_when_a_certificate_is_configured() {
     tls.read_exact(&mut connack).await.unwrap();
     assert_eq!(connack, [0x20, 2, 0, 0]);
 }
+
+#[tokio::test]
+async fn a_blocked_creators_units_are_disconnected_and_refused() {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Owned").await;
+    let mut mqtt = unit.connect(&fx).await;
+    let (_, admin) = fx.server.admin("root").await;
+    let (_, me) = fx.server.gql("{ me { uuid } }", json!({}), Some(&fx.token)).await;
+    let (_, body) = fx
+        .server
+        .gql(
+            "mutation($u: ID!) { setUserStatus(uuid: $u, status: BLOCKED) { status } }",
+            json!({ "u": me["data"]["me"]["uuid"] }),
+            Some(&admin),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    mqtt.closed().await;
+    assert_eq!(connect(&fx.server, &unit.uuid, &unit.token).await.err(), Some(ConnectReturnCode::BadUserNamePassword));
+}

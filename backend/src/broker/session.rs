@@ -271,6 +271,13 @@ impl Session {
             payload: publish.payload.clone(),
             at: chrono::Utc::now(),
         };
+        if publish.qos == 0 {
+            // Nothing is acknowledged at QoS 0, so nothing waits for the commit: routed now, stored in
+            // the same order by the writer.
+            self.broker.route(&publish.topic, &publish.payload, false);
+            drop(self.broker.ingestor.submit(item).await);
+            return None;
+        }
         let committed = self.broker.ingestor.submit(item).await;
         let ack = match (publish.qos, publish.packet_id) {
             (1, Some(id)) => Some(codec::ack(4, id)),

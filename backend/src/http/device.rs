@@ -208,6 +208,17 @@ pub async fn get_state_storage(
     Ok(Json(stored).into_response())
 }
 
+/// `GET /world_state`: what a unit cannot know by itself (the seed's `world_state`): the time in UTC.
+pub async fn world_state(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    caller(&state, &headers).await?;
+    let now = Utc::now();
+    Ok(Json(serde_json::json!({
+        "utc": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "unix_time": now.timestamp(),
+    }))
+    .into_response())
+}
+
 fn visibility_level(visibility: Visibility) -> &'static str {
     match visibility {
         Visibility::Public => "Public",

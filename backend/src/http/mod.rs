@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
             get(device::get_state_storage),
         )
         .route("/api/v1/unit_nodes", get(device::unit_nodes))
+        .route("/api/v1/world_state", get(device::world_state))
         .route("/api/v1/units", get(device::units))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -326,7 +326,21 @@ pub async fn set_status(
     let mut active = user.into_active_model();
     active.status = Set(status);
     if status == UserStatus::Blocked {
-        bump_token_version(services, active).await
+        let blocked = bump_token_version(services, active).await?;
+        // A blocked user's devices go offline with them.
+        let owned: Vec<uuid::Uuid> = crate::entities::units::Entity::find()
+            .select_only()
+            .column(crate::entities::units::Column::Uuid)
+            .filter(crate::entities::units::Column::CreatorUuid.eq(blocked.uuid))
+            .into_tuple()
+            .all(services.db())
+            .await?;
+        for unit in owned {
+            services
+                .unit_events()
+                .send(crate::services::units::events::UnitEvent::Revoked(unit));
+        }
+        Ok(blocked)
     } else {
         active.updated_at = Set(Utc::now());
         let user = active.update(services.db()).await?;

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use pepeunit_protocol::UserId;
 
-use crate::domain::UserRole;
-use crate::entities::units;
+use crate::domain::{UserRole, UserStatus};
+use crate::entities::{units, users as user_rows};
 use crate::error::{Error, Result};
 use crate::services::units::env::StoredEnv;
 use crate::services::{Actor, AuthUser, Services, access, users};
@@ -49,6 +49,13 @@ pub async fn authenticate(services: &Services, token: &str) -> Result<DeviceCall
             .await?
             .ok_or(Error::InvalidToken)?;
         if unit.token_version != claims.ver {
+            return Err(Error::InvalidToken);
+        }
+        // A blocked creator's units are refused with them.
+        let creator = user_rows::Entity::find_by_id(unit.creator_uuid)
+            .one(services.db())
+            .await?;
+        if creator.is_none_or(|c| c.status != UserStatus::Verified) {
             return Err(Error::InvalidToken);
         }
         return Ok(DeviceCaller::Unit {

@@ -399,7 +399,7 @@ async fn main() {
     .await;
     let (cpu1, rss) = usage(pid);
     let cpu = (cpu1 - cpu0) / started.elapsed().as_secs_f64() * 100.0;
-    rows.push(format!("| Pepeunit output→input link, {rate} msg/s (stored, then routed) | {got}/{sent} delivered | {p50:.2} ms | {p99:.2} ms | {cpu:.0}% | {} MiB |", rss / 1024));
+    rows.push(format!("| Pepeunit output→input link, {rate} msg/s QoS 0 (routed at once, stored behind) | {got}/{sent} delivered | {p50:.2} ms | {p99:.2} ms | {cpu:.0}% | {} MiB |", rss / 1024));
     drop(server);
 
     let port: u16 = mosquitto

@@ -712,7 +712,10 @@ async fn a_blocked_creators_units_are_disconnected_and_refused() {
     let unit = device(&fx, "Owned").await;
     let mut mqtt = unit.connect(&fx).await;
     let (_, admin) = fx.server.admin("root").await;
-    let (_, me) = fx.server.gql("{ me { uuid } }", json!({}), Some(&fx.token)).await;
+    let (_, me) = fx
+        .server
+        .gql("{ me { uuid } }", json!({}), Some(&fx.token))
+        .await;
     let (_, body) = fx
         .server
         .gql(
@@ -723,5 +726,8 @@ async fn a_blocked_creators_units_are_disconnected_and_refused() {
         .await;
     assert!(body["errors"].is_null(), "{body}");
     mqtt.closed().await;
-    assert_eq!(connect(&fx.server, &unit.uuid, &unit.token).await.err(), Some(ConnectReturnCode::BadUserNamePassword));
+    assert_eq!(
+        connect(&fx.server, &unit.uuid, &unit.token).await.err(),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
 }

@@ -260,8 +260,17 @@ async fn a_unit_gets_nodes_env_schema_and_bundles_through_the_device_api() {
     // world_state: the time in UTC, for any authenticated caller.
     let world = fx.device_json("/world_state", &token).await;
     let utc = chrono::DateTime::parse_from_rfc3339(world["utc"].as_str().unwrap()).unwrap();
-    assert!((chrono::Utc::now() - utc.with_timezone(&chrono::Utc)).num_seconds().abs() < 5, "{world}");
-    assert_eq!(fx.device_get("/world_state", None).await.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        (chrono::Utc::now() - utc.with_timezone(&chrono::Utc))
+            .num_seconds()
+            .abs()
+            < 5,
+        "{world}"
+    );
+    assert_eq!(
+        fx.device_get("/world_state", None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     // Nothing the device holds is readable in the database.
     let secret = env["PU_SECRET_KEY"].as_str().unwrap();

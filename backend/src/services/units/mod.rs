@@ -362,7 +362,7 @@ pub async fn update(
         nodes::set_visibility(&txn, unit.uuid, visibility).await?;
     }
     active.updated_at = Set(Utc::now());
-    let before = row_target(&unit);
+    let before = unit.target_commit.clone();
     let mut row = active.update(&txn).await.map_err(unique_name_error)?;
     if let Some(resolved) = &resolved {
         row = apply_target(services, &txn, row, resolved, None).await?;
@@ -376,10 +376,6 @@ pub async fn update(
         announce_target(services, row.uuid, commit);
     }
     Ok(row)
-}
-
-fn row_target(unit: &units::Model) -> Option<String> {
-    unit.target_commit.clone()
 }
 
 /// Deletes a unit and everything it owns (nodes, links, values, logs, grants) in one statement. Units

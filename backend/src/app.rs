@@ -30,15 +30,15 @@ pub enum StartError {
     Secrets(#[from] SecretsError),
     #[error(transparent)]
     Database(#[from] DbStartError),
-    #[error("cannot listen on mqtt_tls_bind (PEPEUNIT_MQTT_TLS_BIND) {addr}: {source}")]
+    #[error("cannot listen on mqtt_tls_bind (PEPEUNIT_MQTT_TLS_BIND) {addr}: {cause}")]
     MqttTlsBind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot listen on http_bind (PEPEUNIT_HTTP_BIND) {addr}: {source}")]
+    #[error("cannot listen on http_bind (PEPEUNIT_HTTP_BIND) {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -101,9 +101,9 @@ pub async fn bind_mqtt(config: &Config) -> Result<TcpListener, StartError> {
 pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
     TcpListener::bind(config.http_bind)
         .await
-        .map_err(|source| StartError::Bind {
+        .map_err(|cause| StartError::Bind {
             addr: config.http_bind,
-            source,
+            cause,
         })
 }
 
@@ -123,13 +123,9 @@ impl App {
     pub async fn bind_mqtt_tls(self) -> Result<Self, StartError> {
         match (&self.mqtt_tls, &self.mqtt_tls_listener) {
             (Some((_, addr)), None) => {
-                let listener =
-                    TcpListener::bind(*addr)
-                        .await
-                        .map_err(|source| StartError::MqttTlsBind {
-                            addr: *addr,
-                            source,
-                        })?;
+                let listener = TcpListener::bind(*addr)
+                    .await
+                    .map_err(|cause| StartError::MqttTlsBind { addr: *addr, cause })?;
                 Ok(self.with_mqtt_tls_listener(listener))
             }
             _ => Ok(self),
@@ -177,7 +173,7 @@ impl App {
             Some(listener) => listener,
             None => crate::broker::bind(self.mqtt_bind)
                 .await
-                .map_err(|e| std::io::Error::new(e.source.kind(), e.to_string()))?,
+                .map_err(|e| std::io::Error::new(e.cause.kind(), e.to_string()))?,
         };
         if let Ok(addr) = mqtt_listener.local_addr() {
             tracing::info!(%addr, "mqtt listening");

@@ -218,15 +218,15 @@ impl MessageBus for Broker {
 
 /// The broker could not listen.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on mqtt_bind (PEPEUNIT_MQTT_BIND) {addr}: {source}")]
+#[error("cannot listen on mqtt_bind (PEPEUNIT_MQTT_BIND) {addr}: {cause}")]
 pub struct BindError {
     pub addr: SocketAddr,
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
 }
 
 /// Binds the MQTT listener.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| BindError { addr, source })
+        .map_err(|cause| BindError { addr, cause })
 }

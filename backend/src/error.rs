@@ -84,6 +84,17 @@ impl Error {
     pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
         Error::Internal(cause.to_string())
     }
+
+    /// `CONFLICT` with `message` when `error` is a unique-constraint violation (on either engine), else
+    /// the database error itself.
+    pub(crate) fn on_unique(error: sea_orm::DbErr, message: &str) -> Self {
+        match error.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                Error::Conflict(message.to_owned())
+            }
+            _ => Error::Database(error),
+        }
+    }
 }
 
 impl ErrorExtensions for Error {

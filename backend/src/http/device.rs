@@ -8,7 +8,7 @@
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -29,9 +29,7 @@ fn token(headers: &HeaderMap) -> Option<&str> {
     if let Some(token) = headers.get("x-auth-token").and_then(|v| v.to_str().ok()) {
         return Some(token.trim());
     }
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    super::bearer(headers)
 }
 
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<DeviceCaller> {

@@ -12,7 +12,7 @@ use async_graphql::{ServerError, Value};
 use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
@@ -34,12 +34,6 @@ pub async fn graphiql() -> Html<String> {
 fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     (status, Json(body)).into_response()
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Errors raised by the engine itself (parse, validation, limits) carry no code yet; give them one.
@@ -115,7 +109,7 @@ pub async fn execute(
             );
         }
     };
-    let actor = match bearer(&headers) {
+    let actor = match super::bearer(&headers) {
         None => Actor::Anonymous,
         Some(token) => match users::authenticate(&state.services, token).await {
             Ok(actor) => actor,

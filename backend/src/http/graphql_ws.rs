@@ -7,16 +7,10 @@ use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
 use axum::response::Response;
 
 use super::AppState;
 use crate::services::{Actor, Services, users};
-
-fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
 
 async fn actor(services: &Services, token: Option<&str>) -> async_graphql::Result<Actor> {
     match token {
@@ -33,11 +27,7 @@ pub async fn subscribe(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let header_token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
-        .map(str::to_owned);
+    let header_token = super::bearer(&headers).map(str::to_owned);
     let schema = state.schema.clone();
     let services = state.services.clone();
     upgrade
@@ -49,7 +39,7 @@ pub async fn subscribe(
                         .get("Authorization")
                         .or_else(|| payload.get("authorization"))
                         .and_then(|v| v.as_str())
-                        .and_then(bearer)
+                        .and_then(super::bearer_value)
                         .map(str::to_owned)
                         .or(header_token);
                     let mut data = Data::default();

@@ -46,6 +46,22 @@ impl AppState {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value.
+fn bearer_value(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The token of the request's `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    bearer_value(
+        headers
+            .get(axum::http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?,
+    )
+}
+
 /// All routes of the server.
 pub fn router(state: AppState) -> Router {
     Router::new()

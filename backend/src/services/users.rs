@@ -7,7 +7,7 @@ use pepeunit_protocol::UserId;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -30,15 +30,6 @@ pub struct Registration {
 pub struct Session {
     pub user: users::Model,
     pub tokens: TokenPair,
-}
-
-fn conflict_on_unique(error: sea_orm::DbErr, what: &str) -> Error {
-    match error.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => {
-            Error::Conflict(format!("{what} is already taken"))
-        }
-        _ => Error::Database(error),
-    }
 }
 
 /// Creates an account. Refused while registration is closed, except for admins creating users.
@@ -105,7 +96,7 @@ pub async fn create(
     // Two registrations racing for one name both pass the checks above; the unique index decides.
     user.insert(db)
         .await
-        .map_err(|e| conflict_on_unique(e, "this login or e-mail"))
+        .map_err(|e| Error::on_unique(e, "this login or e-mail is already taken"))
 }
 
 async fn find_by_login_or_email(

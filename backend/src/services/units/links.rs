@@ -89,15 +89,8 @@ pub async fn create(
     }
     .insert(services.db())
     .await
-    .map_err(|e| {
-        // Two requests racing past the check above meet the unique index.
-        let text = e.to_string().to_lowercase();
-        if text.contains("unique") || text.contains("duplicate") {
-            Error::Conflict("these nodes are already linked".into())
-        } else {
-            Error::Database(e)
-        }
-    })?;
+    // Two requests racing past the check above meet the unique index.
+    .map_err(|e| Error::on_unique(e, "these nodes are already linked"))?;
     services
         .unit_events()
         .send(UnitEvent::SchemaChanged(input_unit.uuid));

@@ -184,12 +184,10 @@ pub(crate) async fn resolve_target(
 }
 
 fn unique_name_error(error: sea_orm::DbErr) -> Error {
-    let text = error.to_string().to_lowercase();
-    if text.contains("unique") || text.contains("duplicate") {
-        Error::Conflict("a unit with this name already exists on this instance".into())
-    } else {
-        Error::Database(error)
-    }
+    Error::on_unique(
+        error,
+        "a unit with this name already exists on this instance",
+    )
 }
 
 /// Update status: the unit was told to run a new commit and has not reported it yet.

@@ -182,21 +182,31 @@ async fn load_current(services: &Services, uuid: Uuid, version: i32) -> Result<u
     Ok(user)
 }
 
+/// A user's role, status and token version, from the session cache or the database; `None` if the user
+/// is gone. Every token check goes through here, so a change of status reaches them all at once.
+pub(crate) async fn current(
+    services: &Services,
+    user: Uuid,
+) -> Result<Option<crate::services::session_cache::CachedUser>> {
+    if let Some(cached) = services.sessions().get(user) {
+        return Ok(Some(cached));
+    }
+    Ok(users::Entity::find_by_id(user)
+        .one(services.db())
+        .await?
+        .map(|u| {
+            services
+                .sessions()
+                .put(u.uuid, u.role, u.status, u.token_version)
+        }))
+}
+
 /// Resolves an access token to the user it was issued to, if it is still valid and not revoked.
 pub async fn authenticate(services: &Services, access_token: &str) -> Result<Actor> {
     let claims = services.tokens().verify(access_token, TokenKind::Access)?;
-    let cached = match services.sessions().get(claims.sub) {
-        Some(cached) => cached,
-        None => {
-            let user = users::Entity::find_by_id(claims.sub)
-                .one(services.db())
-                .await?
-                .ok_or(Error::InvalidToken)?;
-            services
-                .sessions()
-                .put(user.uuid, user.role, user.status, user.token_version)
-        }
-    };
+    let cached = current(services, claims.sub)
+        .await?
+        .ok_or(Error::InvalidToken)?;
     if cached.token_version != claims.ver || cached.status != UserStatus::Verified {
         return Err(Error::InvalidToken);
     }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use pepeunit_protocol::UserId;
 
 use crate::domain::{UserRole, UserStatus};
-use crate::entities::{units, users as user_rows};
+use crate::entities::units;
 use crate::error::{Error, Result};
 use crate::services::units::env::StoredEnv;
 use crate::services::{Actor, AuthUser, Services, access, users};
@@ -52,9 +52,7 @@ pub async fn authenticate(services: &Services, token: &str) -> Result<DeviceCall
             return Err(Error::InvalidToken);
         }
         // A blocked creator's units are refused with them.
-        let creator = user_rows::Entity::find_by_id(unit.creator_uuid)
-            .one(services.db())
-            .await?;
+        let creator = users::current(services, unit.creator_uuid).await?;
         if creator.is_none_or(|c| c.status != UserStatus::Verified) {
             return Err(Error::InvalidToken);
         }

@@ -14,13 +14,11 @@ use uuid::Uuid;
 
 use chrono::Utc;
 use pepeunit_protocol::env::EnvExample;
-use pepeunit_repositories::Mirror;
-use pepeunit_repositories::check::ENV_EXAMPLE;
 use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
 
 use crate::entities::units;
 use crate::error::{Error, Result};
-use crate::services::repo_units::{blocking, invalid};
+use crate::services::repo_units::invalid;
 use crate::services::units::events::UnitEvent;
 use crate::services::{Actor, Services, access};
 
@@ -238,19 +236,6 @@ pub async fn read(services: &Services, actor: &Actor, uuid: Uuid) -> Result<Map<
     Ok(StoredEnv::open(services, &unit)?.render(services, &unit))
 }
 
-/// The env_example.json of the unit's target commit.
-async fn example_of(services: &Services, unit: &units::Model) -> Result<EnvExample> {
-    let path = services.repos().mirror_path(unit.repo_unit_uuid);
-    let commit = unit
-        .target_commit
-        .clone()
-        .ok_or_else(|| Error::internal("unit without a target commit"))?;
-    let bytes = blocking(move || Mirror::open(&path)?.read_file(&commit, ENV_EXAMPLE))
-        .await?
-        .ok_or_else(|| Error::internal("target commit lost its env_example.json"))?;
-    EnvExample::parse(ENV_EXAMPLE, &bytes).map_err(Error::internal)
-}
-
 /// Sets some of the unit's env values; the creator only. Returns the new env.json.
 pub async fn edit(
     services: &Services,
@@ -259,7 +244,7 @@ pub async fn edit(
     edits: &Map<String, Value>,
 ) -> Result<Map<String, Value>> {
     let unit = creators_unit(services, actor, uuid).await?;
-    let example = example_of(services, &unit).await?;
+    let (example, _) = super::target_examples(services, &unit).await?;
     let mut stored = StoredEnv::open(services, &unit)?;
     stored.set_values(&example, edits)?;
     let mut active = unit.into_active_model();

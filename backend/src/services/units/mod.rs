@@ -183,6 +183,27 @@ pub(crate) async fn resolve_target(
     })
 }
 
+/// Both example files of the unit's target commit, read and checked as at creation.
+pub(crate) async fn target_examples(
+    services: &Services,
+    unit: &units::Model,
+) -> Result<(EnvExample, SchemaExample)> {
+    let path = services.repos().mirror_path(unit.repo_unit_uuid);
+    let commit = unit
+        .target_commit
+        .clone()
+        .ok_or_else(|| Error::internal("unit without a target commit"))?;
+    let check = blocking(move || check_commit(&Mirror::open(&path)?, &commit)).await?;
+    match (check.env_example, check.schema_example) {
+        (Some(env), Some(schema)) => Ok((env, schema)),
+        _ => Err(Error::internal(format!(
+            "target commit {} is no longer usable: {}",
+            check.commit,
+            check.problems.join("; ")
+        ))),
+    }
+}
+
 fn unique_name_error(error: sea_orm::DbErr) -> Error {
     Error::on_unique(
         error,

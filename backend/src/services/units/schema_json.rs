@@ -7,17 +7,13 @@
 
 use std::collections::HashMap;
 
-use pepeunit_protocol::schema::SchemaExample;
-use pepeunit_repositories::Mirror;
-use pepeunit_repositories::check::{SCHEMA_EXAMPLE, SCHEMA_LEGACY};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::entities::{unit_node_edges, unit_nodes, units};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::services::Services;
-use crate::services::repo_units::blocking;
 use crate::services::units::nodes::{self, NodeKind};
 
 /// The MQTT topic of a variable node.
@@ -32,27 +28,6 @@ pub fn node_topic(domain: &str, node: Uuid, topic_name: &str) -> String {
 /// The MQTT topic of a standard command or report of a unit.
 pub fn base_topic(domain: &str, section: &str, unit: Uuid, name: &str) -> String {
     format!("{domain}/{section}/{unit}/{name}")
-}
-
-/// Reads the schema file of the unit's target commit from the mirror.
-pub async fn schema_example(services: &Services, unit: &units::Model) -> Result<SchemaExample> {
-    let path = services.repos().mirror_path(unit.repo_unit_uuid);
-    let commit = unit
-        .target_commit
-        .clone()
-        .ok_or_else(|| Error::internal("unit without a target commit"))?;
-    let found = blocking(move || {
-        let mirror = Mirror::open(&path)?;
-        Ok(match mirror.read_file(&commit, SCHEMA_EXAMPLE)? {
-            Some(bytes) => Some((SCHEMA_EXAMPLE, bytes)),
-            None => mirror
-                .read_file(&commit, SCHEMA_LEGACY)?
-                .map(|b| (SCHEMA_LEGACY, b)),
-        })
-    })
-    .await?;
-    let (name, bytes) = found.ok_or_else(|| Error::internal("target commit lost its schema"))?;
-    SchemaExample::parse(name, &bytes).map_err(Error::internal)
 }
 
 /// The outputs linked to each of `inputs`, oldest link first: input uuid → [(output uuid, topic name)].
@@ -86,7 +61,7 @@ pub async fn linked_outputs(
 /// The schema.json of `unit` as it stands now.
 pub async fn render(services: &Services, unit: &units::Model) -> Result<Map<String, Value>> {
     let domain = services.units().endpoint.domain.as_str();
-    let example = schema_example(services, unit).await?;
+    let (_, example) = super::target_examples(services, unit).await?;
     let nodes = nodes::of_unit(services.db(), unit.uuid).await?;
     let inputs: Vec<Uuid> = nodes
         .iter()

@@ -25,7 +25,7 @@ pub mod websocket;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
@@ -62,6 +62,32 @@ struct Router {
     next_connection: AtomicU64,
     /// Bumped whenever any unit's permissions may have changed; connections reload theirs when it moves.
     acl_generation: AtomicU64,
+}
+
+// A panic while holding one of these locks cannot leave the maps half-updated in a way that matters
+// (each update is a single insert or remove), so a poisoned lock is used as it is.
+impl Router {
+    fn subscriptions(&self) -> RwLockReadGuard<'_, HashMap<String, HashMap<u64, Subscriber>>> {
+        self.subscriptions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn subscriptions_mut(&self) -> RwLockWriteGuard<'_, HashMap<String, HashMap<u64, Subscriber>>> {
+        self.subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn retained(&self) -> RwLockReadGuard<'_, HashMap<String, Vec<u8>>> {
+        self.retained.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn retained_mut(&self) -> RwLockWriteGuard<'_, HashMap<String, Vec<u8>>> {
+        self.retained.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn connections(&self) -> MutexGuard<'_, HashMap<Uuid, HashMap<u64, Arc<Notify>>>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The running broker; cheap to clone.
@@ -120,11 +146,7 @@ impl Broker {
     }
 
     fn retain(&self, topic: &str, payload: Vec<u8>) {
-        let mut retained = self
-            .router
-            .retained
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut retained = self.router.retained_mut();
         if payload.is_empty() {
             retained.remove(topic);
         } else {
@@ -137,11 +159,7 @@ impl Broker {
         if retain {
             self.retain(topic, payload.to_vec());
         }
-        let subscriptions = self
-            .router
-            .subscriptions
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let subscriptions = self.router.subscriptions();
         let Some(subscribers) = subscriptions.get(topic) else {
             return;
         };
@@ -172,9 +190,7 @@ impl Broker {
     pub async fn prune_subscriptions(&self, unit: Uuid) -> crate::error::Result<()> {
         let connections: Vec<u64> = self
             .router
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .connections()
             .get(&unit)
             .map(|open| open.keys().copied().collect())
             .unwrap_or_default();
@@ -182,11 +198,7 @@ impl Broker {
             return Ok(());
         }
         let allowed = acl::load(&self.services, unit).await?.subscribe;
-        let mut subscriptions = self
-            .router
-            .subscriptions
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut subscriptions = self.router.subscriptions_mut();
         subscriptions.retain(|topic, subscribers| {
             if !allowed.contains(topic) {
                 subscribers.retain(|id, _| !connections.contains(id));
@@ -203,11 +215,7 @@ impl MessageBus for Broker {
     }
 
     fn disconnect(&self, unit: Uuid) {
-        let connections = self
-            .router
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let connections = self.router.connections();
         if let Some(open) = connections.get(&unit) {
             for signal in open.values() {
                 signal.notify_one();

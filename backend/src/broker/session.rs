@@ -73,9 +73,7 @@ where
     let kick = Arc::new(Notify::new());
     broker
         .router
-        .connections
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .connections()
         .entry(unit)
         .or_default()
         .insert(id, kick.clone());
@@ -306,12 +304,7 @@ impl Session {
             return Some(End::Violation(format!("subscribe to {denied}")));
         }
         {
-            let mut subscriptions = self
-                .broker
-                .router
-                .subscriptions
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut subscriptions = self.broker.router.subscriptions_mut();
             for (filter, _) in &filters {
                 subscriptions.entry(filter.clone()).or_default().insert(
                     self.id,
@@ -329,12 +322,7 @@ impl Session {
         self.send(codec::suback(self.version, packet_id, &codes))
             .await;
         let retained: Vec<(String, Vec<u8>)> = {
-            let retained = self
-                .broker
-                .router
-                .retained
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let retained = self.broker.router.retained();
             filters
                 .iter()
                 .filter_map(|(f, _)| retained.get(f).map(|p| (f.clone(), p.clone())))
@@ -348,12 +336,7 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, filters: &[String]) {
-        let mut subscriptions = self
-            .broker
-            .router
-            .subscriptions
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut subscriptions = self.broker.router.subscriptions_mut();
         for filter in filters {
             if let Some(subscribers) = subscriptions.get_mut(filter) {
                 subscribers.remove(&self.id);
@@ -368,12 +351,7 @@ impl Session {
     fn cleanup(&mut self) {
         let filters = std::mem::take(&mut self.subscribed);
         self.unsubscribe(&filters);
-        let mut connections = self
-            .broker
-            .router
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut connections = self.broker.router.connections();
         if let Some(open) = connections.get_mut(&self.unit) {
             open.remove(&self.id);
             if open.is_empty() {

@@ -320,9 +320,23 @@ async fn commands_fire_on_each_trigger_and_the_update_flow_completes() {
     fx.push_and_sync().await;
     let (topic, payload) = mqtt.message().await;
     assert_eq!(topic, unit.base(&fx, "input_base_topic", "update"));
+    // The reference client's keys, plus the SHA-256 of the firmware archive without the unit's files.
+    let command: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(command["COMMAND"], "Update");
+    assert_eq!(command["PU_COMMIT_VERSION"], v2);
+    let archive = fx
+        .device_get(
+            &format!("/units/firmware/tgz/{}?unit_files=false", unit.uuid),
+            Some(&unit.token),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    use sha2::Digest;
     assert_eq!(
-        serde_json::from_str::<Value>(&payload).unwrap(),
-        json!({ "COMMAND": "Update", "PU_COMMIT_VERSION": v2 })
+        command["PU_FIRMWARE_SHA256"],
+        hex::encode(sha2::Sha256::digest(&archive))
     );
     let status = "query($u: ID!) { unit(uuid: $u) { targetCommit reportedCommit updateStatus updateStatusAt } }";
     let (_, body) = fx

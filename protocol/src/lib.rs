@@ -3,6 +3,7 @@
 //! This crate builds without a database or an HTTP stack so that the wasm frontend and the device agent
 //! can use it; database derives for the server sit behind the `orm` feature.
 
+pub mod device;
 pub mod env;
 pub mod ids;
 pub mod schema;

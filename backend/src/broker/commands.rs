@@ -14,7 +14,8 @@ use crate::entities::{unit_nodes, units};
 use crate::error::Result;
 use crate::services::units::events::{UnitCommand, UnitEvent};
 use crate::services::units::schema_json::{base_topic, node_topic};
-use crate::services::units::{UPDATE_PENDING, events};
+use crate::services::units::{UPDATE_PENDING, bundle, events};
+use pepeunit_protocol::device::UpdateCommand;
 
 fn command_topic(broker: &Broker, unit: Uuid, name: &str) -> String {
     base_topic(
@@ -25,10 +26,33 @@ fn command_topic(broker: &Broker, unit: Uuid, name: &str) -> String {
     )
 }
 
-fn update_payload(commit: &str) -> Vec<u8> {
-    json!({ "COMMAND": "Update", "PU_COMMIT_VERSION": commit })
-        .to_string()
-        .into_bytes()
+/// Retains `unit`'s update command: its target commit and the SHA-256 of the archive it will download.
+/// Without a computable hash the command still goes out, as the reference server's does: devices that
+/// check hashes refuse it and say why, the others update as before.
+async fn publish_update(broker: &Broker, unit: &units::Model) {
+    let Some(commit) = unit.target_commit.clone() else {
+        return;
+    };
+    let firmware_sha256 = match bundle::firmware_sha256(broker.services(), unit).await {
+        Ok(hash) => Some(hash),
+        Err(error) => {
+            tracing::warn!(unit = %unit.uuid, %error, "hashing the update archive failed");
+            None
+        }
+    };
+    let payload = UpdateCommand {
+        command: Some("Update".into()),
+        commit,
+        firmware_sha256,
+    };
+    match serde_json::to_vec(&payload) {
+        Ok(bytes) => broker.publish(
+            &command_topic(broker, unit.uuid, "update/pepeunit"),
+            &bytes,
+            true,
+        ),
+        Err(error) => tracing::warn!(%error, "encoding an update command failed"),
+    }
 }
 
 fn send(broker: &Broker, unit: Uuid, name: &str, command: &str) {
@@ -49,8 +73,13 @@ async fn handle(broker: &Broker, event: UnitEvent) -> Result<()> {
             send(broker, unit, "schema_update/pepeunit", "SchemaUpdate");
         }
         UnitEvent::TargetChanged { unit, commit } => {
-            let topic = command_topic(broker, unit, "update/pepeunit");
-            broker.publish(&topic, &update_payload(&commit), true);
+            if let Some(row) = units::Entity::find_by_id(unit)
+                .one(broker.services().db())
+                .await?
+                .filter(|row| row.target_commit.as_deref() == Some(commit.as_str()))
+            {
+                publish_update(broker, &row).await;
+            }
         }
         UnitEvent::Revoked(unit) => {
             broker.permissions_changed();
@@ -100,10 +129,7 @@ pub async fn restore_pending_updates(broker: &Broker) -> Result<()> {
         .all(broker.services().db())
         .await?;
     for unit in pending {
-        if let Some(commit) = &unit.target_commit {
-            let topic = command_topic(broker, unit.uuid, "update/pepeunit");
-            broker.publish(&topic, &update_payload(commit), true);
-        }
+        publish_update(broker, &unit).await;
     }
     Ok(())
 }

@@ -102,7 +102,7 @@ pub async fn schema(
 }
 
 /// `GET /units/firmware/{tgz|tar|zip}/{uuid}`; tgz takes `wbits` and `level` as zlib does (device default
-/// 9 and 9), zip takes `level`.
+/// 9 and 9), zip takes `level`; `unit_files=false` leaves out the generated env.json and schema.json.
 pub async fn firmware(
     State(state): State<AppState>,
     Path((kind, uuid)): Path<(String, String)>,
@@ -147,7 +147,22 @@ pub async fn firmware(
         _ => return Err(Error::NotFound("archive format")),
     };
     let row = device::for_bundle(&state.services, &caller, unit).await?;
-    let bundle = bundle::stream(&state.services, &row, format).await?;
+    // `unit_files=false`: the firmware alone, as hashed in the update command (devices that check the
+    // hash fetch env.json and schema.json from their own endpoints).
+    let unit_files = match pairs.iter().find(|(k, _)| k == "unit_files") {
+        None => true,
+        Some((_, v)) => match v.as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(Error::Validation(InvalidValue {
+                    field: "unit_files",
+                    message: "must be true or false".into(),
+                }));
+            }
+        },
+    };
+    let bundle = bundle::stream(&state.services, &row, format, unit_files).await?;
     let body = Body::from_stream(futures_util::stream::unfold(
         bundle.chunks,
         |mut rx| async move { rx.recv().await.map(|chunk| (chunk.map(Bytes::from), rx)) },

@@ -41,6 +41,7 @@ struct Inner {
     units: UnitSettings,
     unit_events: units::events::UnitEvents,
     live: units::live::LiveFeed,
+    firmware_hashes: units::bundle::FirmwareHashes,
 }
 
 /// What units are generated with.
@@ -85,6 +86,7 @@ impl Services {
                 },
                 unit_events: units::events::UnitEvents::default(),
                 live: units::live::LiveFeed::default(),
+                firmware_hashes: units::bundle::FirmwareHashes::default(),
             }),
         })
     }
@@ -127,6 +129,11 @@ impl Services {
     /// What happens to units, for the broker and live views.
     pub fn unit_events(&self) -> &units::events::UnitEvents {
         &self.inner.unit_events
+    }
+
+    /// SHA-256 of firmware archives already computed, by repo_unit and commit.
+    pub fn firmware_hashes(&self) -> &units::bundle::FirmwareHashes {
+        &self.inner.firmware_hashes
     }
 
     /// Live values, state, logs and presence for browsers.

@@ -4,9 +4,13 @@
 //! at most a few chunks in memory however large the repository is, and a client that goes away stops the
 //! writer at its next chunk.
 
+use std::collections::HashMap;
 use std::io::Write;
 
-use pepeunit_repositories::{ArchiveFormat, ExtraFile, Mirror, RepoError, write_bundle};
+use pepeunit_repositories::{
+    ArchiveFormat, DeflateStream, ExtraFile, Mirror, RepoError, write_bundle,
+};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::entities::units;
@@ -85,12 +89,14 @@ fn pretty(value: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<u8>>
     serde_json::to_vec_pretty(value).map_err(Error::internal)
 }
 
-/// Starts writing the bundle of `unit`; the caller has already decided the caller may have it.
-pub async fn stream(
-    services: &Services,
-    unit: &units::Model,
-    format: ArchiveFormat,
-) -> Result<BundleStream> {
+/// What a bundle of `unit` is made of: its mirror, its target commit and the generated files.
+struct Contents {
+    mirror: std::path::PathBuf,
+    commit: String,
+    extra: Vec<ExtraFile>,
+}
+
+async fn contents(services: &Services, unit: &units::Model) -> Result<Contents> {
     let env = StoredEnv::open(services, unit)?.render(services, unit);
     let schema = schema_json::render(services, unit).await?;
     let extra = vec![
@@ -107,7 +113,111 @@ pub async fn stream(
         .target_commit
         .clone()
         .ok_or_else(|| Error::internal("unit without a target commit"))?;
-    let path = services.repos().mirror_path(unit.repo_unit_uuid);
+    Ok(Contents {
+        mirror: services.repos().mirror_path(unit.repo_unit_uuid),
+        commit,
+        extra,
+    })
+}
+
+/// The archive format devices download by default (`firmware/tgz` without parameters): a zlib stream
+/// with a 512-byte window at level 9, what the reference client unpacks.
+pub fn device_default_format() -> ArchiveFormat {
+    match DeflateStream::parse(9, 9) {
+        Ok(stream) => ArchiveFormat::CompressedTar(stream),
+        // parse(9, 9) is valid zlib; a plain tar keeps this total rather than panicking.
+        Err(_) => ArchiveFormat::Tar,
+    }
+}
+
+/// How many (repo_unit, commit) hashes are kept; the whole map is dropped when it fills, since only
+/// the few commits being rolled out at a time are ever asked for.
+const HASHES_KEPT: usize = 256;
+
+/// Firmware hashes by repo_unit and commit: a commit's tree never changes, so neither does its hash.
+#[derive(Default)]
+pub struct FirmwareHashes(std::sync::Mutex<HashMap<(uuid::Uuid, String), String>>);
+
+impl FirmwareHashes {
+    fn get(&self, key: &(uuid::Uuid, String)) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn put(&self, key: (uuid::Uuid, String), hash: String) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= HASHES_KEPT {
+            map.clear();
+        }
+        map.insert(key, hash);
+    }
+}
+
+/// SHA-256 (hex) of the firmware `unit` downloads with `unit_files=false` in the default format: the
+/// repo at its target commit, without the generated env.json and schema.json (the device fetches those
+/// on their own endpoints). Sent with the update command so the device can refuse a corrupted or
+/// substituted archive. It depends only on the commit, so one computation serves a whole fleet, and
+/// editing a unit's env does not invalidate an update on its way.
+pub async fn firmware_sha256(services: &Services, unit: &units::Model) -> Result<String> {
+    let commit = unit
+        .target_commit
+        .clone()
+        .ok_or_else(|| Error::internal("unit without a target commit"))?;
+    let key = (unit.repo_unit_uuid, commit.clone());
+    if let Some(hash) = services.firmware_hashes().get(&key) {
+        return Ok(hash);
+    }
+    let mirror = services.repos().mirror_path(unit.repo_unit_uuid);
+    let hash = tokio::task::spawn_blocking(move || {
+        let mut hasher = HashWriter(Sha256::new());
+        Mirror::open(&mirror)
+            .and_then(|mirror| {
+                write_bundle(&mirror, &commit, device_default_format(), &[], &mut hasher)
+            })
+            .map(|()| hex::encode(hasher.0.finalize()))
+    })
+    .await
+    .map_err(Error::internal)?
+    .map_err(Error::internal)?;
+    services.firmware_hashes().put(key, hash.clone());
+    Ok(hash)
+}
+
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts writing the bundle of `unit`; the caller has already decided the caller may have it.
+/// With `unit_files` false the archive holds the firmware only, as hashed by [`firmware_sha256`].
+pub async fn stream(
+    services: &Services,
+    unit: &units::Model,
+    format: ArchiveFormat,
+    unit_files: bool,
+) -> Result<BundleStream> {
+    let Contents {
+        mirror: path,
+        commit,
+        mut extra,
+    } = contents(services, unit).await?;
+    if !unit_files {
+        extra.clear();
+    }
     let (sender, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let unit_uuid = unit.uuid;
     tokio::task::spawn_blocking(move || {

@@ -5,6 +5,7 @@
 //! only the unit's creator and admins read them; values follow the unit's visibility.
 
 use chrono::{DateTime, Duration, Utc};
+use pepeunit_protocol::device::{UPDATE_FAILURE_KEY, UpdateFailure};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, Set,
@@ -200,9 +201,15 @@ pub async fn record_state(db: &impl ConnectionTrait, unit: Uuid, payload: &[u8])
         .get("pu_commit_version")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let failure = state
+        .get(UPDATE_FAILURE_KEY)
+        .and_then(|value| serde_json::from_value::<UpdateFailure>(value.clone()).ok());
     let now = Utc::now();
     let reached = reported.is_some() && reported == row.target_commit;
     let pending = row.update_status.as_deref() == Some(super::UPDATE_PENDING);
+    let failed_target = failure
+        .as_ref()
+        .filter(|failure| Some(&failure.commit) == row.target_commit.as_ref() && !reached);
     let mut active = row.into_active_model();
     if reached && pending {
         active.update_status = Set(Some(super::UPDATE_DONE.to_owned()));
@@ -210,6 +217,18 @@ pub async fn record_state(db: &impl ConnectionTrait, unit: Uuid, payload: &[u8])
         if let Some(commit) = &reported {
             super::rollouts::finish_attempts(db, unit, commit, super::UPDATE_DONE, None).await?;
         }
+    } else if let Some(failure) = failed_target.filter(|_| pending) {
+        active.update_status = Set(Some(super::UPDATE_FAILED.to_owned()));
+        active.update_status_at = Set(Some(now));
+        let reason: String = failure.reason.chars().take(500).collect();
+        super::rollouts::finish_attempts(
+            db,
+            unit,
+            &failure.commit,
+            super::UPDATE_FAILED,
+            Some(&reason),
+        )
+        .await?;
     }
     active.reported_commit = Set(reported);
     active.last_state = Set(Some(Value::Object(state).to_string()));

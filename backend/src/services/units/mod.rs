@@ -215,6 +215,8 @@ fn unique_name_error(error: sea_orm::DbErr) -> Error {
 pub const UPDATE_PENDING: &str = "pending";
 /// Update status: the unit reported running its target commit.
 pub const UPDATE_DONE: &str = "done";
+/// Update status: the unit refused its target or rolled back from it, and said why in its state.
+pub const UPDATE_FAILED: &str = "failed";
 
 /// Tells listeners that `unit` now targets `commit` and that its schema may have changed.
 pub(crate) fn announce_target(services: &Services, unit: Uuid, commit: &str) {

@@ -207,8 +207,9 @@ async fn device_get(
     http: &reqwest::Client,
     env: &UnitEnv,
     path: &str,
+    query: &str,
 ) -> Result<reqwest::Response> {
-    let url = format!("{}/{path}/{}", env.api_base(), env.unit);
+    let url = format!("{}/{path}/{}{query}", env.api_base(), env.unit);
     let response = http
         .get(&url)
         .header("x-auth-token", &env.auth_token)
@@ -226,21 +227,28 @@ async fn device_get(
 
 /// The unit's schema.json, as a device downloads it.
 pub async fn schema(http: &reqwest::Client, env: &UnitEnv) -> Result<UnitSchema> {
-    let bytes = device_get(http, env, "units/get_current_schema")
+    let bytes = device_get(http, env, "units/get_current_schema", "")
         .await?
         .bytes()
         .await?;
     Ok(UnitSchema::parse(&bytes)?)
 }
 
-/// Downloads the unit's default firmware archive (tar.gz, zlib wbits 9 level 9) and checks it against
-/// the announced SHA-256; returns its size.
+/// Downloads the unit's firmware archive (tar.gz, zlib wbits 9 level 9, the device default) and checks it
+/// against the announced SHA-256; returns its size. The hash covers the firmware alone, so with one the
+/// archive is fetched without the generated env.json and schema.json (`unit_files=false`), as a device
+/// that checks hashes does.
 pub async fn firmware(
     http: &reqwest::Client,
     env: &UnitEnv,
     expected: Option<&str>,
 ) -> Result<u64> {
-    let bytes = device_get(http, env, "units/firmware/tgz")
+    let query = if expected.is_some() {
+        "?unit_files=false"
+    } else {
+        ""
+    };
+    let bytes = device_get(http, env, "units/firmware/tgz", query)
         .await?
         .bytes()
         .await?;

@@ -81,6 +81,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             metrics: Arc::new(Metrics::new()),
             max_body_bytes: config.max_body_bytes,
             trust_forwarded_for: config.trust_forwarded_for,
+            frontend_dir: Arc::new(config.frontend_dir.clone()),
         },
         sync_check_interval: std::time::Duration::from_secs(config.sync_check_interval_seconds),
         broker,

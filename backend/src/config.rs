@@ -86,6 +86,7 @@ pub struct Config {
     pub mqtt_public_port: Option<u16>,
     pub unit_state_send_interval_seconds: u64,
     pub unit_log_ttl_seconds: u64,
+    pub frontend_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -121,6 +122,8 @@ impl Default for Config {
             mqtt_public_port: None,
             unit_state_send_interval_seconds: 300,
             unit_log_ttl_seconds: 86_400,
+            // Where this checkout's build script puts the web app (see frontend-build/).
+            frontend_dir: PathBuf::from(env!("PEPEUNIT_FRONTEND_DIST")),
         }
     }
 }
@@ -302,6 +305,11 @@ pub struct ConfigArgs {
     #[arg(long, env = "PEPEUNIT_UNIT_LOG_TTL_SECONDS", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit_log_ttl_seconds: Option<u64>,
+
+    /// Directory of the built web app served at `/` [default: where this build put it]
+    #[arg(long, env = "PEPEUNIT_FRONTEND_DIR", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frontend_dir: Option<PathBuf>,
 }
 
 /// Where units reach this instance, as written into their env.json.

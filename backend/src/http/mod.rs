@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, request limits, client addresses and metrics.
 
 mod device;
+mod frontend;
 mod graphql;
 mod graphql_ws;
 mod health;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub max_body_bytes: usize,
     pub trust_forwarded_for: bool,
+    /// The built web app, served at `/`.
+    pub frontend_dir: Arc<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -91,7 +94,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/unit_nodes", get(device::unit_nodes))
         .route("/api/v1/world_state", get(device::world_state))
         .route("/api/v1/units", get(device::units))
-        .fallback(not_found)
+        .route("/", get(frontend::index))
+        .fallback(frontend::file_or_not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -99,7 +103,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> axum::response::Response {
+pub(crate) fn not_found() -> axum::response::Response {
     crate::error::json_error(
         axum::http::StatusCode::NOT_FOUND,
         "NOT_FOUND",

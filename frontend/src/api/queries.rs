@@ -1,0 +1,92 @@
+//! The GraphQL operations of the app, in one place so they can be read against the schema.
+
+/// Everything the canvas draws.
+pub const GRAPH: &str = "query Graph {
+  me { uuid login role }
+  repoUnits(limit: 100) { uuid creatorUuid name visibility cloneUrl isPrivateRepository defaultBranch
+    syncPeriodSeconds autoSync lastSyncedAt lastSyncError }
+  units(limit: 100) { items { uuid name visibility creatorUuid repoUnitUuid followsDefaultBranch branch commit tag
+    targetCommit reportedCommit online updateStatus
+    nodes { uuid unitUuid kind topicName visibility lastValue lastValueAt links { uuid outputUuid inputUuid } } } }
+}";
+
+pub const LOGIN: &str = "mutation Login($login: String!, $password: String!) {
+  login(login: $login, password: $password) { accessToken refreshToken }
+}";
+
+pub const REGISTER: &str =
+    "mutation Register($input: RegisterInput!) { register(input: $input) { uuid } }";
+
+pub const CREATE_REPO_UNIT: &str = "mutation CreateRepoUnit($input: CreateRepoUnitInput!) { createRepoUnit(input: $input) { uuid } }";
+
+pub const UPDATE_REPO_UNIT: &str =
+    "mutation UpdateRepoUnit($uuid: ID!, $input: UpdateRepoUnitInput!) {
+  updateRepoUnit(uuid: $uuid, input: $input) { uuid }
+}";
+
+pub const DELETE_REPO_UNIT: &str =
+    "mutation DeleteRepoUnit($uuid: ID!) { deleteRepoUnit(uuid: $uuid) }";
+
+pub const SYNC_REPO_UNIT: &str = "mutation SyncRepoUnit($uuid: ID!) { syncRepoUnit(uuid: $uuid) { lastSyncedAt lastSyncError } }";
+
+/// Branches, tags and the webhook of a repo_unit, for its forms.
+pub const REPO_UNIT_REFS: &str = "query RepoUnitRefs($uuid: ID!) {
+  repoUnit(uuid: $uuid) { webhookPath branches { name commit } tags { name commit } }
+}";
+
+/// Commits of a branch, for the version picker.
+pub const COMMITS: &str = "query Commits($uuid: ID!, $revision: String) {
+  repoUnit(uuid: $uuid) { commits(revision: $revision, limit: 30) { id summary time }
+    checkCommit(revision: $revision) { usable problems } }
+}";
+
+pub const CREATE_UNIT: &str =
+    "mutation CreateUnit($input: CreateUnitInput!) { createUnit(input: $input) { uuid } }";
+
+pub const UPDATE_UNIT: &str = "mutation UpdateUnit($uuid: ID!, $input: UpdateUnitInput!) { updateUnit(uuid: $uuid, input: $input) { uuid } }";
+
+pub const DELETE_UNIT: &str = "mutation DeleteUnit($uuid: ID!) { deleteUnit(uuid: $uuid) }";
+
+/// What the unit panel shows; creator-only fields come back null (with an error) for others.
+pub const UNIT_DETAILS: &str = "query UnitDetails($uuid: ID!) {
+  unit(uuid: $uuid) { uuid name online updateStatus updateStatusAt targetCommit reportedCommit state stateAt
+    updateAttempts(limit: 10) { targetCommit status detail startedAt }
+    logs(limit: 50) { total items { level text createdAt } } }
+}";
+
+pub const UNIT_ENV: &str = "query UnitEnv($uuid: ID!) { unit(uuid: $uuid) { env } }";
+
+pub const SET_UNIT_ENV: &str =
+    "mutation SetUnitEnv($uuid: ID!, $env: JSON!) { setUnitEnv(uuid: $uuid, env: $env) }";
+
+pub const BUNDLE_URL: &str = "query Bundle($uuid: ID!, $format: BundleFormat!) { unit(uuid: $uuid) { bundleUrl(format: $format) } }";
+
+pub const REQUEST_LOG_SYNC: &str = "mutation LogSync($uuid: ID!) { requestLogSync(uuid: $uuid) }";
+
+pub const RESET_UNIT: &str = "mutation Reset($uuid: ID!) { resetUnit(uuid: $uuid) }";
+
+pub const NODE_HISTORY: &str = "query NodeHistory($uuid: ID!) {
+  unitNode(uuid: $uuid) { historyKind history(limit: 60) { value createdAt } }
+}";
+
+pub const SET_INPUT_VALUE: &str = "mutation SetInput($uuid: ID!, $value: String!) { setInputValue(uuid: $uuid, value: $value) { uuid lastValue } }";
+
+pub const CREATE_LINK: &str = "mutation CreateLink($output: ID!, $input: ID!) { createLink(outputUuid: $output, inputUuid: $input) { uuid } }";
+
+pub const DELETE_LINK: &str = "mutation DeleteLink($uuid: ID!) { deleteLink(uuid: $uuid) }";
+
+/// Live data of a set of units, one subscription each over one socket.
+pub const LIVE: [(&str, &str); 3] = [
+    (
+        "values",
+        "subscription($u: [ID!]!) { unitNodeValues(unitUuids: $u) { unitUuid nodeUuid value at } }",
+    ),
+    (
+        "presence",
+        "subscription($u: [ID!]!) { unitPresence(unitUuids: $u) { unitUuid online } }",
+    ),
+    (
+        "states",
+        "subscription($u: [ID!]!) { unitStates(unitUuids: $u) { unitUuid } }",
+    ),
+];

@@ -1,0 +1,199 @@
+//! An input or output: its value and history chart, setting an input, linking an output to an input,
+//! and its links.
+
+use dioxus::prelude::*;
+use serde_json::json;
+
+use super::fields::{FormError, Modal, SelectField, TextField, names};
+use crate::api::{gql, queries};
+use crate::app::{Dialog, Store, act};
+
+/// A sparkline of numeric values, oldest on the left.
+#[component]
+fn Chart(values: Vec<f64>) -> Element {
+    if values.len() < 2 {
+        return rsx! { p { class: "muted", "Not enough numeric history for a chart." } };
+    }
+    let (w, h) = (320.0, 80.0);
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let step = w / (values.len() - 1) as f64;
+    let points: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * step,
+                h - (v - lo) / span * (h - 8.0) - 4.0
+            )
+        })
+        .collect();
+    let points = points.join(" ");
+    rsx! {
+        svg { class: "chart", width: "{w}", height: "{h}", role: "img", "aria-label": "History from {lo} to {hi}",
+            polyline { points: "{points}" }
+        }
+    }
+}
+
+#[component]
+pub fn VariablePanel(uuid: String) -> Element {
+    let store = use_context::<Store>();
+    let graph = store.graph.read().clone();
+    let Some(node) = graph.variable(&uuid).cloned() else {
+        return rsx! { Modal { title: "Variable", p { "This variable is gone." } } };
+    };
+    let unit_name = graph
+        .unit(&node.unit_uuid)
+        .map(|u| u.name.clone())
+        .unwrap_or_default();
+    let value = use_signal(String::new);
+    let target = use_signal(String::new);
+    let mut error = use_signal(|| None);
+    let history = use_resource({
+        let uuid = uuid.clone();
+        move || {
+            let _ = (store.generation)();
+            let uuid = uuid.clone();
+            async move {
+                gql(queries::NODE_HISTORY, json!({ "uuid": uuid }))
+                    .await
+                    .ok()
+            }
+        }
+    });
+    let mut values: Vec<f64> = history
+        .read()
+        .clone()
+        .flatten()
+        .and_then(|d| d["unitNode"]["history"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v["value"].as_str()?.trim().parse().ok())
+        .collect();
+    values.reverse();
+    let inputs: Vec<(String, String)> = graph
+        .units
+        .iter()
+        .flat_map(|u| {
+            u.nodes
+                .iter()
+                .filter(|n| n.is_input())
+                .map(move |n| (n.uuid.clone(), format!("{} · {}", u.name, n.short_name())))
+        })
+        .collect();
+    let name_of = |id: &str| {
+        graph
+            .variable(id)
+            .map(|v| {
+                format!(
+                    "{} · {}",
+                    graph
+                        .unit(&v.unit_uuid)
+                        .map(|u| u.name.as_str())
+                        .unwrap_or("?"),
+                    v.short_name()
+                )
+            })
+            .unwrap_or_else(|| "a variable you cannot see".into())
+    };
+    let links: Vec<(String, String)> = node
+        .links
+        .iter()
+        .map(|l| {
+            let other = if node.is_input() {
+                &l.output_uuid
+            } else {
+                &l.input_uuid
+            };
+            (l.uuid.clone(), name_of(other))
+        })
+        .collect();
+
+    let set_value = {
+        let uuid = uuid.clone();
+        move |e: FormEvent| {
+            e.prevent_default();
+            let uuid = uuid.clone();
+            spawn(async move {
+                if let Err(e) = act(
+                    store,
+                    queries::SET_INPUT_VALUE,
+                    json!({ "uuid": uuid, "value": value() }),
+                    "Value sent",
+                )
+                .await
+                {
+                    error.set(Some(e));
+                }
+            });
+        }
+    };
+    let link = {
+        let uuid = uuid.clone();
+        move |e: FormEvent| {
+            e.prevent_default();
+            let uuid = uuid.clone();
+            spawn(async move {
+                if let Err(e) = act(
+                    store,
+                    queries::CREATE_LINK,
+                    json!({ "output": uuid, "input": target() }),
+                    "Linked",
+                )
+                .await
+                {
+                    error.set(Some(e));
+                }
+            });
+        }
+    };
+    let kind = if node.is_input() { "Input" } else { "Output" };
+    let last = node.last_value.clone().unwrap_or_else(|| "—".into());
+    let at = node.last_value_at.clone().unwrap_or_default();
+
+    rsx! {
+        Modal { title: "{kind} {node.short_name()} of {unit_name}",
+            dl { class: "facts",
+                dt { "Value" }
+                dd { id: "variable-value", "{last}" }
+                dt { "At" }
+                dd { "{at}" }
+                dt { "Topic" }
+                dd { code { "{node.topic_name}" } }
+            }
+            Chart { values }
+            FormError { error, fields: names(&["value", "outputUuid", "inputUuid"]) }
+            if node.is_input() {
+                form { id: "input-value-form", onsubmit: set_value,
+                    TextField { label: "New value", name: "value", value, error, focus: true }
+                    div { class: "actions", button { class: "primary", r#type: "submit", "Send" } }
+                }
+            } else {
+                form { id: "link-form", onsubmit: link,
+                    SelectField {
+                        label: "Link to input",
+                        name: "inputUuid",
+                        value: target,
+                        options: [(String::new(), "— pick an input —".to_string())].into_iter().chain(inputs).collect::<Vec<_>>(),
+                        error,
+                    }
+                    div { class: "actions", button { class: "primary", r#type: "submit", "Link" } }
+                }
+            }
+            h3 { "Links" }
+            if links.is_empty() {
+                p { class: "muted", "No links. Drag from an output's port to an input to add one." }
+            }
+            ul { class: "list",
+                for (link_uuid , other) in links {
+                    li {
+                        button { class: "link-button", onclick: move |_| store.open(Dialog::Link(link_uuid.clone())), "{other}" }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -291,8 +291,10 @@ impl Agent {
 
     /// Publishes to `topic`, or keeps the message on disk while offline.
     async fn send(&mut self, topic: String, payload: String) -> Result<()> {
-        if let Some(link) = self.link.as_ref().filter(|l| l.is_connected()) {
-            return link.publish(&topic, payload.into_bytes()).await;
+        if let Some(link) = self.link.as_ref().filter(|l| l.is_connected())
+            && link.publish(&topic, payload.clone().into_bytes()).is_ok()
+        {
+            return Ok(());
         }
         self.queue.push(Queued { topic, payload })
     }
@@ -308,7 +310,7 @@ impl Agent {
             self.topic("output_base_topic", "log/pepeunit"),
         ) && let Ok(payload) = serde_json::to_vec(&entry)
         {
-            let _ = link.publish(&topic, payload).await;
+            let _ = link.publish(&topic, payload);
         }
     }
 
@@ -333,7 +335,7 @@ impl Agent {
         let state =
             crate::system::state(self.started, self.home.root(), self.slots.commit(), extra);
         let payload = serde_json::to_vec(&state).map_err(|e| Error::Invalid(e.to_string()))?;
-        link.publish(&topic, payload).await?;
+        link.publish(&topic, payload)?;
         if let Some(trial) = &mut self.trial {
             trial.state_sent = true;
         }

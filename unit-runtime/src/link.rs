@@ -109,10 +109,11 @@ impl Link {
         self.connected.load(Ordering::SeqCst)
     }
 
-    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<()> {
+    /// Hands a message to the connection without waiting; fails when its queue is full (the broker is
+    /// not keeping up or the connection is dying), so the caller can keep the message elsewhere.
+    pub fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<()> {
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
             .map_err(|e| Error::Mqtt(e.to_string()))
     }
 

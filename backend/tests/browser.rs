@@ -1,0 +1,114 @@
+//! The web app in headless Chromium against a real server: register, mirror a local git repository,
+//! create two units, link an output to an input by dragging, see a value a real MQTT client publishes
+//! appear on the node, delete the link. Screenshots go to `$CARGO_TARGET_DIR/e2e-screenshots`.
+//!
+//! Needs Chromium (`apt-get install chromium`), Node.js with npm and `npm ci` in `frontend/e2e`; the app
+//! itself is built here when it is out of date (`pepeunit-frontend-build`). `.ci/run` installs all of it.
+//! A missing piece fails the test with what to install: it never passes without a browser.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::TestServer;
+use common::git::{GitHttpServer, SourceRepo};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.is_file(),
+        "no Chromium at {} (set CHROMIUM, or `apt-get install chromium`; .ci/run does)",
+        path.display()
+    );
+    path
+}
+
+fn node_ready(e2e: &Path) {
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "Node.js is missing: `apt-get install nodejs npm` (.ci/run does)"
+    );
+    assert!(
+        e2e.join("node_modules/playwright-core").is_dir() && e2e.join("node_modules/mqtt").is_dir(),
+        "the browser test's npm packages are missing: `npm ci --prefix frontend/e2e` (.ci/run does)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graph_editor_in_a_real_browser() {
+    let e2e = workspace().join("frontend/e2e");
+    let browser = chromium();
+    node_ready(&e2e);
+    let paths = pepeunit_frontend_build::Paths::detect();
+    let report = tokio::task::spawn_blocking(move || {
+        pepeunit_frontend_build::build(&paths, &mut |line| eprintln!("{line}"))
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("building the web app failed: {e}"));
+    eprintln!("{}", report.summary());
+
+    let remotes = tempfile::tempdir().unwrap();
+    let source = SourceRepo::firmware(remotes.path(), "firmware");
+    source.publish();
+    let git = GitHttpServer::start(remotes.path(), None, Duration::ZERO).await;
+    let dist = report.dist.clone();
+    let server = TestServer::start_with(|c| {
+        c.allow_local_remotes = true;
+        c.frontend_dir = dist;
+    })
+    .await;
+    let out = paths_out();
+    let _ = std::fs::remove_dir_all(&out);
+
+    let run = tokio::process::Command::new("node")
+        .arg(e2e.join("graph.mjs"))
+        .current_dir(&e2e)
+        .env("PEPEUNIT_URL", &server.base)
+        .env("PEPEUNIT_REPO_URL", git.url("firmware"))
+        .env("PEPEUNIT_MQTT_URL", format!("mqtt://{}", server.mqtt))
+        .env("PEPEUNIT_E2E_OUT", &out)
+        .env("CHROMIUM", &browser)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the browser test finishes within 4 minutes")
+        .expect("node starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser test failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    eprintln!("{stdout}");
+    for shot in ["graph.png", "form-repo-unit.png", "form-validation.png"] {
+        assert!(
+            out.join(shot).is_file(),
+            "no screenshot {shot} in {}",
+            out.display()
+        );
+    }
+}
+
+/// Where the screenshots go: beside the build, so CI keeps them with its other outputs.
+fn paths_out() -> PathBuf {
+    pepeunit_frontend_build::Paths::detect()
+        .work
+        .parent()
+        .map(|target| target.join("e2e-screenshots"))
+        .unwrap()
+}

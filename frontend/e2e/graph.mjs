@@ -1,0 +1,136 @@
+// The browser test of the web app, against a real server (backend/tests/browser.rs starts it).
+// Headless Chromium from the distribution, driven by playwright-core; a real MQTT client plays the unit.
+//
+// Environment: PEPEUNIT_URL (the server), PEPEUNIT_REPO_URL (a git remote the server may mirror),
+// PEPEUNIT_MQTT_URL (its broker), PEPEUNIT_E2E_OUT (where screenshots go), CHROMIUM (browser binary).
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import mqtt from "mqtt";
+import { chromium } from "playwright-core";
+
+const base = process.env.PEPEUNIT_URL;
+const repoUrl = process.env.PEPEUNIT_REPO_URL;
+const mqttUrl = process.env.PEPEUNIT_MQTT_URL;
+const out = process.env.PEPEUNIT_E2E_OUT;
+if (!base || !repoUrl || !mqttUrl || !out) throw new Error("set PEPEUNIT_URL, PEPEUNIT_REPO_URL, PEPEUNIT_MQTT_URL, PEPEUNIT_E2E_OUT");
+mkdirSync(out, { recursive: true });
+
+const step = (what) => console.log(`step: ${what}`);
+const problems = [];
+let page;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+try {
+  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  page.setDefaultTimeout(20000);
+  page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("console", (m) => console.log(`browser ${m.type()}: ${m.text()}`));
+
+  // Calls the API with the token the app stored, to learn uuids, topics and the unit's token.
+  const api = (query, variables = {}) => page.evaluate(async ([query, variables]) => {
+    const response = await fetch("/graphql", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${localStorage.getItem("pepeunit.access")}` },
+      body: JSON.stringify({ query, variables }),
+    });
+    const body = await response.json();
+    if (body.errors) throw new Error(JSON.stringify(body.errors));
+    return body.data;
+  }, [query, variables]);
+
+  step("open the app: it asks to log in");
+  await page.goto(base);
+  await page.getByRole("dialog", { name: "Log in" }).waitFor();
+
+  step("register; the server's refusal of a short password shows beside that field");
+  await page.click("#to-register");
+  await page.fill("#field-login", "alice");
+  await page.fill("#field-email", "alice@example.com");
+  await page.fill("#field-password", "short");
+  await page.press("#field-password", "Enter");
+  const passwordError = page.locator("#field-password-error");
+  await passwordError.waitFor();
+  console.log(`field error: ${await passwordError.textContent()}`);
+  await page.screenshot({ path: join(out, "form-validation.png") });
+  await page.fill("#field-password", "correct-horse-battery");
+  await page.press("#field-password", "Enter");
+  await page.locator("#new-repo-unit").waitFor();
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+
+  step("create a repo_unit from the local git repository");
+  await page.click("#new-repo-unit");
+  await page.fill("#field-name", "Firmware");
+  await page.fill("#field-cloneUrl", repoUrl);
+  await page.screenshot({ path: join(out, "form-repo-unit.png") });
+  await page.press("#field-cloneUrl", "Enter");
+  await page.getByRole("dialog", { name: "Repository Firmware" }).waitFor({ timeout: 60000 });
+
+  step("create two units from it");
+  for (const name of ["sensor", "fan"]) {
+    if (!(await page.locator("#create-unit").isVisible())) {
+      await page.locator('g.node[data-kind="repo-unit"]').first().click();
+    }
+    await page.click("#create-unit");
+    await page.fill("#field-name", name);
+    await page.press("#field-name", "Enter");
+    await page.getByRole("dialog", { name: `Unit ${name}` }).waitFor();
+    await page.keyboard.press("Escape");
+    await page.getByRole("dialog").waitFor({ state: "detached" });
+  }
+  const { units } = await api("{ units { items { uuid name nodes { uuid kind topicName topic } } } }");
+  const unit = (name) => units.items.find((u) => u.name === name);
+  const node = (name, kind) => unit(name).nodes.find((n) => n.kind === kind);
+  const output = node("sensor", "OUTPUT");
+  const input = node("fan", "INPUT");
+  await page.locator(`g.node[data-uuid="${output.uuid}"]`).waitFor();
+  await page.locator(`g.node[data-uuid="${input.uuid}"]`).waitFor();
+  // New units were placed below what was there; one click lays everything out in layers again.
+  await page.click("#relayout");
+
+  step("link the sensor's output to the fan's input by dragging");
+  const port = await page.locator(`circle.port[data-port="${output.uuid}"]`).boundingBox();
+  const target = await page.locator(`g.node[data-uuid="${input.uuid}"]`).boundingBox();
+  await page.mouse.move(port.x + port.width / 2, port.y + port.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(target.x + target.width / 2, target.y + target.height / 2, { steps: 12 });
+  await page.mouse.up();
+  const links = page.locator("path.edge-hit[data-link]");
+  await links.first().waitFor();
+
+  step("a value published by a real MQTT client appears on the node");
+  const { unit: sensor } = await api("query($u: ID!) { unit(uuid: $u) { env } }", { u: unit("sensor").uuid });
+  const client = await mqtt.connectAsync(mqttUrl, {
+    clientId: unit("sensor").uuid, username: sensor.env.PU_AUTH_TOKEN, password: "", reconnectPeriod: 0,
+  });
+  await client.publishAsync(output.topic, "23.5", { qos: 1 });
+  await page.locator(`g.node[data-uuid="${output.uuid}"] text.detail`, { hasText: "23.5" }).waitFor();
+  await page.locator(`g.node[data-kind="unit"] .presence`).first().waitFor();
+  await page.screenshot({ path: join(out, "graph.png") });
+  await client.endAsync();
+
+  step("delete the link");
+  await links.first().click({ force: true });
+  await page.getByRole("dialog", { name: "Link" }).waitFor();
+  await page.screenshot({ path: join(out, "form-link.png") });
+  await page.click("#delete-link");
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+  await page.waitForFunction(() => document.querySelectorAll("path.edge-hit[data-link]").length === 0);
+
+  step("a phone-sized screen shows the same graph");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.click("#relayout");
+  await page.screenshot({ path: join(out, "graph-phone.png") });
+
+  if (problems.length) throw new Error(`the page reported errors:\n${problems.join("\n")}`);
+  console.log(`ok: screenshots in ${out}`);
+} catch (error) {
+  // What the page looked like when it went wrong, beside the other screenshots.
+  if (page) await page.screenshot({ path: join(out, "failure.png") }).catch(() => {});
+  throw error;
+} finally {
+  await browser.close();
+}

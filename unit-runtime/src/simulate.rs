@@ -58,7 +58,7 @@ pub struct SimulateOptions {
     /// Create the units from this repo_unit through the API (needs --server, --login, --password).
     #[arg(long, requires_all = ["server", "login", "password"])]
     pub repo_unit: Option<Uuid>,
-    /// How many units: created with --repo-unit; the first N files of --env-dir [default: all files]
+    /// How many units: created with --repo-unit [default: 10]; the first N files of --env-dir [default: all]
     #[arg(long)]
     pub count: Option<usize>,
     /// Name prefix of created units; a random run id and the index follow it.
@@ -147,6 +147,8 @@ pub struct Latency {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub units: usize,
+    /// Creating (or reading) the units and fetching their schemas.
+    pub setup: Duration,
     pub connected: u64,
     pub connect_failures: u64,
     pub disconnects: u64,
@@ -185,8 +187,9 @@ impl fmt::Display for Report {
         let seconds = self.duration.as_secs_f64().max(0.001);
         writeln!(
             f,
-            "units: {} ({} connected, {} connect failures, {} disconnects); ramp {:.1} s",
+            "units: {} (set up in {:.1} s; {} connected, {} connect failures, {} disconnects); ramp {:.1} s",
             self.units,
+            self.setup.as_secs_f64(),
             self.connected,
             self.connect_failures,
             self.disconnects,
@@ -446,6 +449,7 @@ pub async fn run(args: SimulateArgs) -> Result<Report> {
                 .max(16),
         )
         .build()?;
+    let setup = Instant::now();
     let session = match (&args.server, &args.login, &args.password) {
         (Some(server), Some(login), Some(password)) => Some(Arc::new(
             Session::login(http.clone(), server, login, password).await?,
@@ -470,6 +474,7 @@ pub async fn run(args: SimulateArgs) -> Result<Report> {
     })
     .await?;
     let units = specs.len();
+    let setup = setup.elapsed();
     let units_kib = rss(None);
     let server_units_kib = args.server_pid.and_then(|pid| rss(Some(pid)));
 
@@ -553,6 +558,7 @@ pub async fn run(args: SimulateArgs) -> Result<Report> {
         });
     Ok(Report {
         units,
+        setup,
         connected: Stats::get(&stats.connected),
         connect_failures: Stats::get(&stats.connect_failures),
         disconnects: Stats::get(&stats.disconnects),

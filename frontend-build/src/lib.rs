@@ -32,12 +32,15 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// The workspace this crate belongs to; work under `$CARGO_TARGET_DIR/frontend` (or `target/frontend`).
+    /// The workspace of the calling crate; work under `$CARGO_TARGET_DIR/frontend` (or `target/frontend`).
+    ///
+    /// Cargo gives build scripts, `cargo run` and tests the package's directory at run time; every
+    /// caller is a crate at the workspace's top level. The path compiled in is only the fallback: with
+    /// a target directory shared by several checkouts, cargo may reuse this library built from another.
     pub fn detect() -> Self {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let package = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let workspace = package.parent().map(Path::to_path_buf).unwrap_or_default();
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace.join("target"));

@@ -270,6 +270,9 @@ fn Toolbar() -> Element {
                     span { class: "who", "{me.login}" }
                 }
                 button { onclick: move |_| store.logout(), "Log out" }
+            } else {
+                span { class: "spacer" }
+                button { class: "primary", onclick: move |_| store.open(Dialog::Login), "Log in" }
             }
         }
     }

@@ -66,8 +66,16 @@ pub const REQUEST_LOG_SYNC: &str = "mutation LogSync($uuid: ID!) { requestLogSyn
 pub const RESET_UNIT: &str = "mutation Reset($uuid: ID!) { resetUnit(uuid: $uuid) }";
 
 pub const NODE_HISTORY: &str = "query NodeHistory($uuid: ID!) {
-  unitNode(uuid: $uuid) { historyKind history(limit: 60) { value createdAt } }
+  unitNode(uuid: $uuid) { isRewritableInput historyKind historyLimit historyWindowSeconds
+    history(limit: 60) { value createdAt } }
 }";
+
+pub const UPDATE_NODE: &str = "mutation UpdateNode($uuid: ID!, $input: UpdateUnitNodeInput!) {
+  updateUnitNode(uuid: $uuid, input: $input) { uuid }
+}";
+
+pub const REGENERATE_TOKEN: &str =
+    "mutation Regenerate($uuid: ID!) { regenerateUnitToken(uuid: $uuid) }";
 
 pub const SET_INPUT_VALUE: &str = "mutation SetInput($uuid: ID!, $value: String!) { setInputValue(uuid: $uuid, value: $value) { uuid lastValue } }";
 

@@ -138,6 +138,10 @@ pub fn UnitPanel(uuid: String) -> Element {
                     button { id: "edit-env", onclick: { let id = id.clone(); move |_| store.open(Dialog::UnitEnv(id.clone())) }, "env.json" }
                     button { onclick: command(queries::REQUEST_LOG_SYNC, "Log sync requested"), "Sync logs" }
                     button { onclick: command(queries::RESET_UNIT, "Reset requested"), "Reset" }
+                    button {
+                        onclick: command(queries::REGENERATE_TOKEN, "New token issued: download the bundle again"),
+                        "New token"
+                    }
                     button { class: "danger", onclick: delete,
                         if confirm_delete() { "Really delete?" } else { "Delete" }
                     }

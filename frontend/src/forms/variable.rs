@@ -4,7 +4,7 @@
 use dioxus::prelude::*;
 use serde_json::json;
 
-use super::fields::{FormError, Modal, SelectField, TextField, names};
+use super::fields::{CheckField, FormError, Modal, SelectField, TextField, names};
 use crate::api::{gql, queries};
 use crate::app::{Dialog, Store, act};
 
@@ -64,6 +64,11 @@ pub fn VariablePanel(uuid: String) -> Element {
             }
         }
     });
+    let settings = history
+        .read()
+        .clone()
+        .flatten()
+        .map(|d| d["unitNode"].clone());
     let mut values: Vec<f64> = history
         .read()
         .clone()
@@ -183,6 +188,9 @@ pub fn VariablePanel(uuid: String) -> Element {
                     div { class: "actions", button { class: "primary", r#type: "submit", "Link" } }
                 }
             }
+            if let Some(current) = settings {
+                NodeSettings { uuid: uuid.clone(), current, input: node.is_input() }
+            }
             h3 { "Links" }
             if links.is_empty() {
                 p { class: "muted", "No links. Drag from an output's port to an input to add one." }
@@ -193,6 +201,81 @@ pub fn VariablePanel(uuid: String) -> Element {
                         button { class: "link-button", onclick: move |_| store.open(Dialog::Link(link_uuid.clone())), "{other}" }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// How much history a variable keeps, and whether others may write an input.
+#[component]
+fn NodeSettings(uuid: String, current: serde_json::Value, input: bool) -> Element {
+    let store = use_context::<Store>();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    let kind = use_signal(|| {
+        current["historyKind"]
+            .as_str()
+            .unwrap_or("LAST_VALUE")
+            .to_owned()
+    });
+    let limit = use_signal(|| text(&current["historyLimit"]));
+    let window = use_signal(|| text(&current["historyWindowSeconds"]));
+    let rewritable = use_signal(|| current["isRewritableInput"].as_bool().unwrap_or(false));
+    let mut error = use_signal(|| None);
+    let save = move |e: FormEvent| {
+        e.prevent_default();
+        let mut settings = json!({ "historyKind": kind() });
+        for (field, value) in [
+            ("historyLimit", limit()),
+            ("historyWindowSeconds", window()),
+        ] {
+            if let Ok(number) = value.trim().parse::<i64>() {
+                settings[field] = json!(number);
+            }
+        }
+        if input {
+            settings["isRewritableInput"] = json!(rewritable());
+        }
+        let uuid = uuid.clone();
+        spawn(async move {
+            if let Err(e) = act(
+                store,
+                queries::UPDATE_NODE,
+                json!({ "uuid": uuid, "input": settings }),
+                "Saved",
+            )
+            .await
+            {
+                error.set(Some(e));
+            }
+        });
+    };
+    let kinds = [
+        ("LAST_VALUE", "Last value only"),
+        ("LAST_N", "Last N values"),
+        ("WINDOW", "A time window"),
+    ]
+    .into_iter()
+    .map(|(v, l)| (v.to_owned(), l.to_owned()))
+    .collect::<Vec<_>>();
+    rsx! {
+        details { class: "settings",
+            summary { "History settings" }
+            form { onsubmit: save,
+                FormError { error, fields: names(&["historyKind", "historyLimit", "historyWindowSeconds"]) }
+                SelectField { label: "Keep", name: "historyKind", value: kind, options: kinds, error }
+                if kind() == "LAST_N" {
+                    TextField { label: "How many values", name: "historyLimit", value: limit, error, kind: "number" }
+                }
+                if kind() == "WINDOW" {
+                    TextField { label: "How many seconds", name: "historyWindowSeconds", value: window, error, kind: "number" }
+                }
+                if input {
+                    CheckField { label: "Others may write this input", name: "isRewritableInput", value: rewritable }
+                }
+                div { class: "actions", button { r#type: "submit", "Save settings" } }
             }
         }
     }

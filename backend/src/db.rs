@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use pepeunit_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 
 use crate::config::Config;
 
@@ -82,4 +85,31 @@ pub fn backend_name(db: &DatabaseConnection) -> &'static str {
 
 fn strip_credentials(message: &str, url: &str) -> String {
     message.replace(url, "<database_url>")
+}
+
+/// Starts a transaction that will write. On SQLite it takes the write lock at `BEGIN IMMEDIATE`: a
+/// deferred transaction that reads first and writes later fails with SQLITE_BUSY_SNAPSHOT (517) when
+/// another writer committed in between, and busy_timeout cannot wait that out. PostgreSQL ignores the mode.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
+}
+
+/// Whether `error` is SQLite saying another writer was in the way (SQLITE_BUSY and its extended codes,
+/// e.g. BUSY_SNAPSHOT): the same work can succeed if simply tried again.
+pub fn is_busy(error: &DbErr) -> bool {
+    let sqlx_error = match error {
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    match sqlx_error.as_database_error().and_then(|e| e.code()) {
+        // The primary code is the low byte of the extended one.
+        Some(code) => code.parse::<i32>().is_ok_and(|code| code & 0xff == 5),
+        None => false,
+    }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
-    Set, TransactionTrait,
+    Set,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -107,7 +107,7 @@ async fn write(
     mut live: Option<&mut Vec<LiveEvent>>,
     trimmed: &mut HashMap<Uuid, Instant>,
 ) -> Result<()> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     // Values, grouped by node, in arrival order.
     let mut values: HashMap<Uuid, Vec<Timed<'_>>> = HashMap::new();
     for (item, _) in batch {

@@ -14,7 +14,7 @@ use pepeunit_repositories::{
 use rand::RngCore;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -293,7 +293,7 @@ pub async fn update(
 pub async fn delete(services: &Services, actor: &Actor, uuid: Uuid) -> Result<()> {
     let row = get(services, actor, uuid).await?;
     access::ensure_can_edit(actor, row.creator_uuid)?;
-    let txn = services.db().begin().await?;
+    let txn = crate::db::begin_write(services.db()).await?;
     let in_use = units::Entity::find()
         .filter(units::Column::RepoUnitUuid.eq(uuid))
         .count(&txn)

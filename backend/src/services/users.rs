@@ -7,7 +7,7 @@ use pepeunit_protocol::UserId;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -381,7 +381,7 @@ pub async fn delete(services: &Services, actor: &Actor, id: UserId) -> Result<()
             "only the user or an admin may delete an account".into(),
         ));
     }
-    let txn = services.db().begin().await?;
+    let txn = crate::db::begin_write(services.db()).await?;
     let user = users::Entity::find_by_id(id.as_uuid())
         .one(&txn)
         .await?

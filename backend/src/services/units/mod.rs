@@ -24,7 +24,7 @@ use pepeunit_protocol::schema::SchemaExample;
 use pepeunit_repositories::{CommitCheck, Mirror, RepoError, check_commit};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -281,7 +281,7 @@ pub async fn create(services: &Services, actor: &Actor, form: NewUnit) -> Result
     let uuid = Uuid::new_v4();
     let stored = env::StoredEnv::generate(services, uuid, 0, &resolved.env_example, &form.env)?;
     let now = Utc::now();
-    let txn = services.db().begin().await?;
+    let txn = crate::db::begin_write(services.db()).await?;
     let row = units::ActiveModel {
         uuid: Set(uuid),
         creator_uuid: Set(user.id.as_uuid()),
@@ -373,7 +373,7 @@ pub async fn update(
         }
         None => None,
     };
-    let txn = services.db().begin().await?;
+    let txn = crate::db::begin_write(services.db()).await?;
     let mut active = unit.clone().into_active_model();
     if let Some(name) = change.name {
         active.name = Set(NodeName::parse(&name)?.as_str().to_owned());
@@ -466,7 +466,7 @@ pub async fn follow_branch(
             return Ok(0);
         }
     };
-    let txn = services.db().begin().await?;
+    let txn = crate::db::begin_write(services.db()).await?;
     for unit in &followers {
         apply_target(services, &txn, unit.clone(), &resolved, None).await?;
     }

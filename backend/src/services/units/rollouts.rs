@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -225,7 +225,20 @@ async fn set_status(
 
 /// Runs a rollout's waves until it completes or halts.
 pub async fn run(services: Services, uuid: Uuid) {
-    if let Err(error) = drive(&services, uuid).await {
+    // SQLite may refuse a write when another writer is in the way; the rollout's state is all in the
+    // database, so driving it again picks up where it was. Anything else halts it.
+    let mut busy_retries = 0;
+    let result = loop {
+        match drive(&services, uuid).await {
+            Err(Error::Database(error)) if crate::db::is_busy(&error) && busy_retries < 10 => {
+                busy_retries += 1;
+                tracing::info!(rollout = %uuid, %error, "database busy; driving the rollout again");
+                tokio::time::sleep(Duration::from_millis(100 * busy_retries)).await;
+            }
+            other => break other,
+        }
+    };
+    if let Err(error) = result {
         tracing::warn!(rollout = %uuid, %error, "rollout stopped by an error");
         if let Ok(Some(row)) = rollouts::Entity::find_by_id(uuid).one(services.db()).await {
             let wave = row.wave;
@@ -289,7 +302,7 @@ async fn drive(services: &Services, uuid: Uuid) -> Result<()> {
                 },
             )
             .await?;
-            let txn = services.db().begin().await?;
+            let txn = crate::db::begin_write(services.db()).await?;
             for unit in &batch {
                 apply_target(services, &txn, unit.clone(), &resolved, Some((uuid, wave))).await?;
             }

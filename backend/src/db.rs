@@ -113,3 +113,23 @@ pub fn is_busy(error: &DbErr) -> bool {
         None => false,
     }
 }
+
+/// Runs `work` again, backing off, while SQLite reports the database busy (at most ten times). Only for
+/// work that keeps its state in the database and can start over after a rolled-back transaction.
+pub async fn retry_busy<T, F, Fut>(what: &str, mut work: F) -> crate::error::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<T>>,
+{
+    let mut attempts = 0u64;
+    loop {
+        match work().await {
+            Err(crate::error::Error::Database(error)) if is_busy(&error) && attempts < 10 => {
+                attempts += 1;
+                tracing::info!(%error, attempts, "database busy; {what} again");
+                tokio::time::sleep(Duration::from_millis(50 * attempts)).await;
+            }
+            other => return other,
+        }
+    }
+}

@@ -489,9 +489,11 @@ pub async fn run_followers(services: Services) {
                 new,
                 ..
             }) => {
-                if let Err(error) =
-                    follow_branch(&services, repo_unit.as_uuid(), &branch, &new).await
-                {
+                let moved = crate::db::retry_busy("moving followers", || {
+                    follow_branch(&services, repo_unit.as_uuid(), &branch, &new)
+                })
+                .await;
+                if let Err(error) = moved {
                     tracing::warn!(%error, %branch, "moving followers failed");
                 }
             }

@@ -225,19 +225,8 @@ async fn set_status(
 
 /// Runs a rollout's waves until it completes or halts.
 pub async fn run(services: Services, uuid: Uuid) {
-    // SQLite may refuse a write when another writer is in the way; the rollout's state is all in the
-    // database, so driving it again picks up where it was. Anything else halts it.
-    let mut busy_retries = 0;
-    let result = loop {
-        match drive(&services, uuid).await {
-            Err(Error::Database(error)) if crate::db::is_busy(&error) && busy_retries < 10 => {
-                busy_retries += 1;
-                tracing::info!(rollout = %uuid, %error, "database busy; driving the rollout again");
-                tokio::time::sleep(Duration::from_millis(100 * busy_retries)).await;
-            }
-            other => break other,
-        }
-    };
+    // The rollout's state is all in the database, so driving it again picks up where it was.
+    let result = crate::db::retry_busy("driving the rollout", || drive(&services, uuid)).await;
     if let Err(error) = result {
         tracing::warn!(rollout = %uuid, %error, "rollout stopped by an error");
         if let Ok(Some(row)) = rollouts::Entity::find_by_id(uuid).one(services.db()).await {

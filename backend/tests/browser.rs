@@ -1,6 +1,8 @@
 //! The web app in headless Chromium against a real server: register, mirror a local git repository,
 //! create two units, link an output to an input by dragging, see a value a real MQTT client publishes
-//! appear on the node, delete the link. Screenshots go to `$CARGO_TARGET_DIR/e2e-screenshots`.
+//! appear on the node, delete the link, start a rollout of the repository, change the password and log
+//! in with the new one, then as the admin close registration, block that user and delete them.
+//! Screenshots go to `$CARGO_TARGET_DIR/e2e-screenshots`.
 //!
 //! Needs Chromium (`apt-get install chromium`), Node.js with npm and `npm ci` in `frontend/e2e`; the app
 //! itself is built here when it is out of date (`pepeunit-frontend-build`). `.ci/run` installs all of it.
@@ -13,8 +15,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::TestServer;
 use common::git::{GitHttpServer, SourceRepo};
+use common::{PASSWORD, TestServer};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -71,6 +73,8 @@ async fn graph_editor_in_a_real_browser() {
         c.frontend_dir = dist;
     })
     .await;
+    // The instance's admin, as `pepeunit admin create` makes it: the script logs in as it at the end.
+    server.admin("root").await;
     let out = paths_out();
     let _ = std::fs::remove_dir_all(&out);
 
@@ -81,6 +85,7 @@ async fn graph_editor_in_a_real_browser() {
         .env("PEPEUNIT_REPO_URL", git.url("firmware"))
         .env("PEPEUNIT_MQTT_URL", format!("mqtt://{}", server.mqtt))
         .env("PEPEUNIT_E2E_OUT", &out)
+        .env("PEPEUNIT_ADMIN", format!("root:{PASSWORD}"))
         .env("CHROMIUM", &browser)
         .kill_on_drop(true)
         .output();
@@ -95,7 +100,13 @@ async fn graph_editor_in_a_real_browser() {
         "browser test failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     eprintln!("{stdout}");
-    for shot in ["graph.png", "form-repo-unit.png", "form-validation.png"] {
+    for shot in [
+        "graph.png",
+        "form-repo-unit.png",
+        "form-validation.png",
+        "form-rollout.png",
+        "form-admin.png",
+    ] {
         assert!(
             out.join(shot).is_file(),
             "no screenshot {shot} in {}",

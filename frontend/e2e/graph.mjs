@@ -2,7 +2,8 @@
 // Headless Chromium from the distribution, driven by playwright-core; a real MQTT client plays the unit.
 //
 // Environment: PEPEUNIT_URL (the server), PEPEUNIT_REPO_URL (a git remote the server may mirror),
-// PEPEUNIT_MQTT_URL (its broker), PEPEUNIT_E2E_OUT (where screenshots go), CHROMIUM (browser binary).
+// PEPEUNIT_MQTT_URL (its broker), PEPEUNIT_E2E_OUT (where screenshots go), PEPEUNIT_ADMIN (login:password
+// of an admin), CHROMIUM (browser binary).
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import mqtt from "mqtt";
@@ -12,7 +13,10 @@ const base = process.env.PEPEUNIT_URL;
 const repoUrl = process.env.PEPEUNIT_REPO_URL;
 const mqttUrl = process.env.PEPEUNIT_MQTT_URL;
 const out = process.env.PEPEUNIT_E2E_OUT;
-if (!base || !repoUrl || !mqttUrl || !out) throw new Error("set PEPEUNIT_URL, PEPEUNIT_REPO_URL, PEPEUNIT_MQTT_URL, PEPEUNIT_E2E_OUT");
+const [adminLogin, adminPassword] = (process.env.PEPEUNIT_ADMIN || "").split(":");
+if (!base || !repoUrl || !mqttUrl || !out || !adminPassword) {
+  throw new Error("set PEPEUNIT_URL, PEPEUNIT_REPO_URL, PEPEUNIT_MQTT_URL, PEPEUNIT_E2E_OUT, PEPEUNIT_ADMIN");
+}
 mkdirSync(out, { recursive: true });
 
 const step = (what) => console.log(`step: ${what}`);
@@ -120,10 +124,63 @@ try {
   await page.getByRole("dialog").waitFor({ state: "detached" });
   await page.waitForFunction(() => document.querySelectorAll("path.edge-hit[data-link]").length === 0);
 
+  step("start a rollout of the repository from its panel; it shows in the panel");
+  await page.locator('g.node[data-kind="repo-unit"]').first().click();
+  await page.getByRole("dialog", { name: "Repository Firmware" }).waitFor();
+  await page.click("#start-rollout");
+  await page.getByRole("dialog", { name: "Roll out Firmware" }).waitFor();
+  await page.locator("#field-commit").waitFor();
+  await page.fill("#field-batchSize", "1");
+  await page.screenshot({ path: join(out, "form-rollout.png") });
+  await page.press("#field-batchSize", "Enter");
+  await page.getByRole("dialog", { name: "Repository Firmware" }).waitFor();
+  const rollout = page.locator("#rollouts li").first();
+  await rollout.waitFor();
+  console.log(`rollout: ${await rollout.textContent()}`);
+  await page.keyboard.press("Escape");
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+
+  step("change the password, log out and log in with the new one");
+  await page.click("#change-password");
+  await page.fill("#field-oldPassword", "correct-horse-battery");
+  await page.fill("#field-newPassword", "stable-horse-battery-2");
+  await page.press("#field-newPassword", "Enter");
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.getByRole("dialog", { name: "Log in" }).waitFor();
+  await page.fill("#field-login", "alice");
+  await page.fill("#field-password", "stable-horse-battery-2");
+  await page.press("#field-password", "Enter");
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+  await page.locator('g.node[data-kind="repo-unit"]').first().waitFor();
+
   step("a phone-sized screen shows the same graph");
   await page.setViewportSize({ width: 390, height: 844 });
   await page.click("#relayout");
   await page.screenshot({ path: join(out, "graph-phone.png") });
+
+  step("as the admin: close registration, block alice, then delete her");
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.getByRole("dialog", { name: "Log in" }).waitFor();
+  await page.fill("#field-login", adminLogin);
+  await page.fill("#field-password", adminPassword);
+  await page.press("#field-password", "Enter");
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+  await page.click("#admin");
+  const alice = page.locator('li.user[data-login="alice"]');
+  await alice.waitFor();
+  await page.uncheck("#field-registrationOpen");
+  await page.click("#settings-form button[type=submit]");
+  await page.getByRole("status").filter({ hasText: "Settings saved" }).waitFor();
+  await page.selectOption("#status-alice", "BLOCKED");
+  await page.getByRole("status").filter({ hasText: "Status changed" }).waitFor();
+  const { users } = await api("{ users { login status } }");
+  if (users.find((u) => u.login === "alice").status !== "BLOCKED") throw new Error("alice is not blocked");
+  await page.screenshot({ path: join(out, "form-admin.png") });
+  await alice.getByRole("button", { name: "Delete" }).click();
+  await alice.getByRole("button", { name: "Really delete?" }).click();
+  await alice.waitFor({ state: "detached" });
 
   if (problems.length) throw new Error(`the page reported errors:\n${problems.join("\n")}`);
   console.log(`ok: screenshots in ${out}`);

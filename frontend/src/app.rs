@@ -34,6 +34,11 @@ pub enum Dialog {
     UnitEnv(String),
     Variable(String),
     Link(String),
+    /// The rollout form of a repo_unit.
+    StartRollout(String),
+    ChangePassword,
+    /// The admin panel: users and instance settings.
+    Admin,
 }
 
 /// State shared by every component.
@@ -267,8 +272,12 @@ fn Toolbar() -> Element {
                 }
                 span { class: "spacer" }
                 if let Some(me) = me {
+                    if me.role == "ADMIN" {
+                        button { id: "admin", onclick: move |_| store.open(Dialog::Admin), "Admin" }
+                    }
                     span { class: "who", "{me.login}" }
                 }
+                button { id: "change-password", onclick: move |_| store.open(Dialog::ChangePassword), "Password" }
                 button { onclick: move |_| store.logout(), "Log out" }
             } else {
                 span { class: "spacer" }

@@ -40,6 +40,39 @@ pub const COMMITS: &str = "query Commits($uuid: ID!, $revision: String) {
     checkCommit(revision: $revision) { usable problems } }
 }";
 
+/// Rollouts of a repo_unit, newest first, for its panel.
+pub const ROLLOUTS: &str = "query Rollouts($uuid: ID!) {
+  rollouts(repoUnitUuid: $uuid) { uuid status wave targetCommit detail createdAt }
+}";
+
+pub const START_ROLLOUT: &str =
+    "mutation StartRollout($input: StartRolloutInput!) { startRollout(input: $input) { uuid } }";
+
+pub const CHANGE_PASSWORD: &str = "mutation ChangePassword($old: String!, $new: String!) {
+  changePassword(oldPassword: $old, newPassword: $new) { accessToken refreshToken }
+}";
+
+/// What the admin panel shows (admins only).
+pub const ADMIN: &str = "query Admin {
+  users(limit: 100) { uuid login email role status }
+  instanceSettings { registrationOpen manualVerification federationEnabled }
+}";
+
+pub const SET_USER_STATUS: &str = "mutation SetUserStatus($uuid: ID!, $status: UserStatus!) {
+  setUserStatus(uuid: $uuid, status: $status) { uuid }
+}";
+
+pub const SET_USER_ROLE: &str = "mutation SetUserRole($uuid: ID!, $role: UserRole!) {
+  setUserRole(uuid: $uuid, role: $role) { uuid }
+}";
+
+pub const DELETE_USER: &str = "mutation DeleteUser($uuid: ID!) { deleteUser(uuid: $uuid) }";
+
+pub const UPDATE_INSTANCE_SETTINGS: &str =
+    "mutation UpdateSettings($input: InstanceSettingsInput!) {
+  updateInstanceSettings(input: $input) { registrationOpen }
+}";
+
 pub const CREATE_UNIT: &str =
     "mutation CreateUnit($input: CreateUnitInput!) { createUnit(input: $input) { uuid } }";
 

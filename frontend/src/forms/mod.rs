@@ -1,10 +1,14 @@
 //! The pop-up forms and panels, one module each, and the fields they share.
 
+mod admin;
+mod admin_users;
 mod auth;
 mod env;
 mod fields;
 mod link;
+mod password;
 mod repo_unit;
+mod rollout;
 mod unit;
 mod unit_panel;
 mod variable;
@@ -40,5 +44,10 @@ pub fn Dialogs() -> Element {
         Some(Dialog::UnitEnv(uuid)) => rsx! { env::EnvForm { key: "{uuid}", uuid } },
         Some(Dialog::Variable(uuid)) => rsx! { variable::VariablePanel { key: "{uuid}", uuid } },
         Some(Dialog::Link(uuid)) => rsx! { link::LinkPanel { key: "{uuid}", uuid } },
+        Some(Dialog::StartRollout(repo)) => {
+            rsx! { rollout::RolloutForm { key: "{repo}", repo } }
+        }
+        Some(Dialog::ChangePassword) => rsx! { password::ChangePassword {} },
+        Some(Dialog::Admin) => rsx! { admin::AdminPanel {} },
     }
 }

@@ -5,6 +5,7 @@ use dioxus::prelude::*;
 use serde_json::{Value, json};
 
 use super::fields::{CheckField, FormError, Modal, SelectField, TextField, names, visibilities};
+use super::rollout::RolloutList;
 use crate::api::{gql, queries};
 use crate::app::{Dialog, Store, act};
 
@@ -125,6 +126,9 @@ pub fn RepoUnitPanel(uuid: String) -> Element {
     let branch = use_signal(|| repo.default_branch.clone().unwrap_or_default());
     let sync = use_signal(|| repo.sync_period_seconds.to_string());
     let auto_sync = use_signal(|| repo.auto_sync);
+    let new_credentials = use_signal(|| false);
+    let username = use_signal(String::new);
+    let password = use_signal(String::new);
     let mut error = use_signal(|| None);
     let mut confirm_delete = use_signal(|| false);
     let refs = use_resource({
@@ -171,6 +175,9 @@ pub fn RepoUnitPanel(uuid: String) -> Element {
             }
             if !branch().is_empty() {
                 input["defaultBranch"] = json!(branch());
+            }
+            if new_credentials() {
+                input["credentials"] = json!({ "username": username(), "password": password() });
             }
             let uuid = uuid.clone();
             spawn(async move {
@@ -229,6 +236,10 @@ pub fn RepoUnitPanel(uuid: String) -> Element {
         let uuid = uuid.clone();
         move |_| store.open(Dialog::CreateUnit(uuid.clone()))
     };
+    let rollout = {
+        let uuid = uuid.clone();
+        move |_| store.open(Dialog::StartRollout(uuid.clone()))
+    };
     let synced = repo
         .last_synced_at
         .clone()
@@ -252,10 +263,13 @@ pub fn RepoUnitPanel(uuid: String) -> Element {
             }
             div { class: "actions",
                 button { id: "create-unit", class: "primary", onclick: new_unit, "+ Unit from this repository" }
+                // Anyone may roll out their own units of it; an admin moves all of them.
+                button { id: "start-rollout", onclick: rollout, "Roll out…" }
                 if mine {
                     button { onclick: sync_now, "Sync now" }
                 }
             }
+            RolloutList { repo: uuid.clone() }
             if mine {
                 form { id: "repo-unit-edit", onsubmit: save,
                     FormError { error, fields: names(&FIELDS) }
@@ -266,6 +280,13 @@ pub fn RepoUnitPanel(uuid: String) -> Element {
                     }
                     TextField { label: "Sync period, seconds", name: "syncPeriodSeconds", value: sync, error, kind: "number" }
                     CheckField { label: "Sync automatically", name: "autoSync", value: auto_sync }
+                    if repo.is_private_repository {
+                        CheckField { label: "New credentials", name: "newCredentials", value: new_credentials }
+                        if new_credentials() {
+                            TextField { label: "Username", name: "credentials", value: username, error }
+                            TextField { label: "Password or access token", name: "credentialsPassword", value: password, error, kind: "password", autocomplete: "new-password" }
+                        }
+                    }
                     div { class: "actions",
                         button { class: "primary", r#type: "submit", "Save" }
                         button { r#type: "button", class: "danger", onclick: delete,
@@ -284,6 +305,26 @@ pub fn ref_names(list: &Value) -> Vec<(String, String)> {
         .map(|refs| {
             refs.iter()
                 .filter_map(|r| r["name"].as_str().map(|n| (n.to_owned(), n.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The commits of a `COMMITS` answer as picker options: id, and short id with the summary.
+pub fn commit_options(data: &Value) -> Vec<(String, String)> {
+    data["repoUnit"]["commits"]
+        .as_array()
+        .map(|commits| {
+            commits
+                .iter()
+                .filter_map(|c| {
+                    let id = c["id"].as_str()?;
+                    let summary = c["summary"].as_str().unwrap_or_default();
+                    Some((
+                        id.to_owned(),
+                        format!("{} {summary}", &id[..id.len().min(8)]),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default()

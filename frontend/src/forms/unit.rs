@@ -5,7 +5,7 @@ use dioxus::prelude::*;
 use serde_json::json;
 
 use super::fields::{CheckField, FormError, Modal, SelectField, TextField, names, visibilities};
-use super::repo_unit::ref_names;
+use super::repo_unit::{commit_options, ref_names};
 use crate::api::{gql, queries};
 use crate::app::{Dialog, Store, act};
 
@@ -93,22 +93,12 @@ pub fn UnitForm(repo: String, unit: Option<String>) -> Element {
             }
         }
     });
-    let commit_options: Vec<(String, String)> = commits
+    let commit_options = commits
         .read()
-        .clone()
-        .flatten()
-        .and_then(|d| d["repoUnit"]["commits"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|c| {
-            let id = c["id"].as_str()?;
-            let summary = c["summary"].as_str().unwrap_or_default();
-            Some((
-                id.to_owned(),
-                format!("{} {summary}", &id[..id.len().min(8)]),
-            ))
-        })
-        .collect();
+        .as_ref()
+        .and_then(Option::as_ref)
+        .map(commit_options)
+        .unwrap_or_default();
     // The picker shows the branch's newest commit first; it is the one meant until another is picked.
     let newest = commit_options
         .first()

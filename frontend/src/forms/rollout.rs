@@ -58,6 +58,7 @@ pub fn RolloutForm(repo: String) -> Element {
             }
         }
     });
+    let loading = commits.read().is_none();
     let options = commits
         .read()
         .as_ref()
@@ -121,8 +122,10 @@ pub fn RolloutForm(repo: String) -> Element {
             form { id: "rollout-form", onsubmit: submit,
                 FormError { error, fields: names(&FIELDS) }
                 p { class: "muted", "Moves the units of this repository to a commit of {branch}, in waves." }
-                if options.is_empty() {
+                if loading {
                     p { class: "muted", "Loading commits…" }
+                } else if options.is_empty() {
+                    p { class: "form-error", role: "alert", "No commits found on {branch}." }
                 } else {
                     SelectField { label: "Commit", name: "commit", value: commit, options, error }
                 }

@@ -319,3 +319,19 @@ pub async fn act(
     }
     result
 }
+
+/// Runs a form's mutation like [`act`], in the background; a failure also shows in the form's `error`,
+/// beside the field it names.
+pub fn act_in_form(
+    store: Store,
+    mut error: Signal<Option<ApiError>>,
+    query: &'static str,
+    variables: serde_json::Value,
+    done: &'static str,
+) {
+    spawn(async move {
+        if let Err(e) = act(store, query, variables, done).await {
+            error.set(Some(e));
+        }
+    });
+}

@@ -169,6 +169,15 @@ impl Graph {
         self.units.iter().find(|u| u.uuid == uuid)
     }
 
+    /// "unit · variable", how forms name a variable; `None` when the graph does not hold it.
+    pub fn variable_label(&self, uuid: &str) -> Option<String> {
+        let variable = self.variable(uuid)?;
+        let unit = self
+            .unit(&variable.unit_uuid)
+            .map_or("?", |u| u.name.as_str());
+        Some(format!("{unit} · {}", variable.short_name()))
+    }
+
     pub fn repo_unit(&self, uuid: &str) -> Option<&RepoUnit> {
         self.repo_units.iter().find(|r| r.uuid == uuid)
     }
@@ -311,5 +320,14 @@ pub(crate) mod tests {
     fn short_names_drop_the_pepeunit_suffix() {
         let graph = sample();
         assert_eq!(graph.variable("o1").map(Variable::short_name), Some("temp"));
+    }
+
+    #[test]
+    fn variables_are_labelled_with_their_unit() {
+        let graph = sample();
+        let unit = &graph.variable("o1").unwrap().unit_uuid;
+        let name = &graph.unit(unit).unwrap().name;
+        assert_eq!(graph.variable_label("o1"), Some(format!("{name} · temp")));
+        assert_eq!(graph.variable_label("missing"), None);
     }
 }

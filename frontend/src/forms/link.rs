@@ -14,21 +14,7 @@ pub fn LinkPanel(uuid: String) -> Element {
     let Some(link) = graph.links().get(&uuid).cloned() else {
         return rsx! { Modal { title: "Link", p { "This link is gone." } } };
     };
-    let name_of = |id: &str| {
-        graph
-            .variable(id)
-            .map(|v| {
-                format!(
-                    "{} · {}",
-                    graph
-                        .unit(&v.unit_uuid)
-                        .map(|u| u.name.as_str())
-                        .unwrap_or("?"),
-                    v.short_name()
-                )
-            })
-            .unwrap_or_else(|| "?".into())
-    };
+    let name_of = |id: &str| graph.variable_label(id).unwrap_or_else(|| "?".into());
     let (from, to) = (name_of(&link.output_uuid), name_of(&link.input_uuid));
     let delete = move |_| {
         let uuid = uuid.clone();

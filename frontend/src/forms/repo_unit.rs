@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::fields::{CheckField, FormError, Modal, SelectField, TextField, names, visibilities};
 use super::rollout::RolloutList;
 use crate::api::{gql, queries};
-use crate::app::{Dialog, Store, act};
+use crate::app::{Dialog, Store, act, act_in_form};
 
 const FIELDS: [&str; 7] = [
     "name",
@@ -179,19 +179,13 @@ pub fn RepoUnitPanel(uuid: String) -> Element {
             if new_credentials() {
                 input["credentials"] = json!({ "username": username(), "password": password() });
             }
-            let uuid = uuid.clone();
-            spawn(async move {
-                if let Err(e) = act(
-                    store,
-                    queries::UPDATE_REPO_UNIT,
-                    json!({ "uuid": uuid, "input": input }),
-                    "Saved",
-                )
-                .await
-                {
-                    error.set(Some(e));
-                }
-            });
+            act_in_form(
+                store,
+                error,
+                queries::UPDATE_REPO_UNIT,
+                json!({ "uuid": uuid, "input": input }),
+                "Saved",
+            );
         }
     };
     let sync_now = {

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::fields::{CheckField, FormError, Modal, SelectField, TextField, names};
 use crate::api::{gql, queries};
-use crate::app::{Dialog, Store, act};
+use crate::app::{Dialog, Store, act_in_form};
 
 /// A sparkline of numeric values, oldest on the left.
 #[component]
@@ -51,7 +51,7 @@ pub fn VariablePanel(uuid: String) -> Element {
         .unwrap_or_default();
     let value = use_signal(String::new);
     let target = use_signal(String::new);
-    let mut error = use_signal(|| None);
+    let error = use_signal(|| None);
     let history = use_resource({
         let uuid = uuid.clone();
         move || {
@@ -91,17 +91,7 @@ pub fn VariablePanel(uuid: String) -> Element {
         .collect();
     let name_of = |id: &str| {
         graph
-            .variable(id)
-            .map(|v| {
-                format!(
-                    "{} · {}",
-                    graph
-                        .unit(&v.unit_uuid)
-                        .map(|u| u.name.as_str())
-                        .unwrap_or("?"),
-                    v.short_name()
-                )
-            })
+            .variable_label(id)
             .unwrap_or_else(|| "a variable you cannot see".into())
     };
     let links: Vec<(String, String)> = node
@@ -121,38 +111,26 @@ pub fn VariablePanel(uuid: String) -> Element {
         let uuid = uuid.clone();
         move |e: FormEvent| {
             e.prevent_default();
-            let uuid = uuid.clone();
-            spawn(async move {
-                if let Err(e) = act(
-                    store,
-                    queries::SET_INPUT_VALUE,
-                    json!({ "uuid": uuid, "value": value() }),
-                    "Value sent",
-                )
-                .await
-                {
-                    error.set(Some(e));
-                }
-            });
+            act_in_form(
+                store,
+                error,
+                queries::SET_INPUT_VALUE,
+                json!({ "uuid": uuid, "value": value() }),
+                "Value sent",
+            );
         }
     };
     let link = {
         let uuid = uuid.clone();
         move |e: FormEvent| {
             e.prevent_default();
-            let uuid = uuid.clone();
-            spawn(async move {
-                if let Err(e) = act(
-                    store,
-                    queries::CREATE_LINK,
-                    json!({ "output": uuid, "input": target() }),
-                    "Linked",
-                )
-                .await
-                {
-                    error.set(Some(e));
-                }
-            });
+            act_in_form(
+                store,
+                error,
+                queries::CREATE_LINK,
+                json!({ "output": uuid, "input": target() }),
+                "Linked",
+            );
         }
     };
     let kind = if node.is_input() { "Input" } else { "Output" };
@@ -223,7 +201,7 @@ fn NodeSettings(uuid: String, current: serde_json::Value, input: bool) -> Elemen
     let limit = use_signal(|| text(&current["historyLimit"]));
     let window = use_signal(|| text(&current["historyWindowSeconds"]));
     let rewritable = use_signal(|| current["isRewritableInput"].as_bool().unwrap_or(false));
-    let mut error = use_signal(|| None);
+    let error = use_signal(|| None);
     let save = move |e: FormEvent| {
         e.prevent_default();
         let mut settings = json!({ "historyKind": kind() });
@@ -238,19 +216,13 @@ fn NodeSettings(uuid: String, current: serde_json::Value, input: bool) -> Elemen
         if input {
             settings["isRewritableInput"] = json!(rewritable());
         }
-        let uuid = uuid.clone();
-        spawn(async move {
-            if let Err(e) = act(
-                store,
-                queries::UPDATE_NODE,
-                json!({ "uuid": uuid, "input": settings }),
-                "Saved",
-            )
-            .await
-            {
-                error.set(Some(e));
-            }
-        });
+        act_in_form(
+            store,
+            error,
+            queries::UPDATE_NODE,
+            json!({ "uuid": uuid, "input": settings }),
+            "Saved",
+        );
     };
     let kinds = [
         ("LAST_VALUE", "Last value only"),

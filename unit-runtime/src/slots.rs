@@ -308,6 +308,14 @@ mod tests {
         std::fs::write(dir.join("version"), marker).unwrap();
     }
 
+    fn trial_in_b(commit: &str) -> Trial {
+        Trial {
+            slot: Slot::B,
+            commit: commit.into(),
+            sha256: None,
+        }
+    }
+
     fn current_marker(home: &Home) -> String {
         std::fs::read_to_string(home.current().join("version")).unwrap()
     }
@@ -323,25 +331,13 @@ mod tests {
 
         assert_eq!(slots.inactive(), Slot::B);
         fake_slot(&slots, Slot::B, "two");
-        slots
-            .begin_trial(Trial {
-                slot: Slot::B,
-                commit: "c2".into(),
-                sha256: None,
-            })
-            .unwrap();
+        slots.begin_trial(trial_in_b("c2")).unwrap();
         assert_eq!(current_marker(&home), "two");
         slots.roll_back("crashed").unwrap();
         assert_eq!(current_marker(&home), "one");
         assert!(slots.refusal("c2", None).is_some());
 
-        slots
-            .begin_trial(Trial {
-                slot: Slot::B,
-                commit: "c3".into(),
-                sha256: None,
-            })
-            .unwrap();
+        slots.begin_trial(trial_in_b("c3")).unwrap();
         slots.confirm().unwrap();
         assert_eq!(slots.commit(), Some("c3"));
         assert_eq!(slots.inactive(), Slot::A);
@@ -354,13 +350,7 @@ mod tests {
         fake_slot(&slots, Slot::A, "one");
         slots.install_first(Slot::A, "c1").unwrap();
         fake_slot(&slots, Slot::B, "two");
-        slots
-            .begin_trial(Trial {
-                slot: Slot::B,
-                commit: "c2".into(),
-                sha256: None,
-            })
-            .unwrap();
+        slots.begin_trial(trial_in_b("c2")).unwrap();
         drop(slots);
         for round in 1..=MAX_INTERRUPTED {
             let (mut slots, recovery) = Slots::open(&home).unwrap();
@@ -373,13 +363,7 @@ mod tests {
             assert_eq!(current_marker(&home), "one");
             assert_eq!(slots.commit(), Some("c1"));
             assert_eq!(slots.interrupted_too_often("c2"), round >= MAX_INTERRUPTED);
-            slots
-                .begin_trial(Trial {
-                    slot: Slot::B,
-                    commit: "c2".into(),
-                    sha256: None,
-                })
-                .unwrap();
+            slots.begin_trial(trial_in_b("c2")).unwrap();
         }
     }
 }

@@ -52,6 +52,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// SQLite's `synchronous` setting: what a commit (and so a PUBACK) survives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// The WAL is synced at every commit: a commit survives a power cut.
+    Full,
+    /// Synced at checkpoints: a commit survives a crash of the server, the last ones may be lost in a power cut.
+    Normal,
+}
+
 /// The effective configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +96,12 @@ pub struct Config {
     pub mqtt_public_port: Option<u16>,
     pub unit_state_send_interval_seconds: u64,
     pub unit_log_ttl_seconds: u64,
+    pub unit_value_max_bytes: usize,
+    pub ingest_unit_backlog_bytes: usize,
+    pub unit_log_entries_per_message: usize,
+    pub unit_log_lines_per_minute: u32,
+    pub unit_log_lines_kept: u64,
+    pub database_sqlite_synchronous: SqliteSync,
     pub frontend_dir: PathBuf,
 }
 
@@ -122,6 +138,12 @@ impl Default for Config {
             mqtt_public_port: None,
             unit_state_send_interval_seconds: 300,
             unit_log_ttl_seconds: 86_400,
+            unit_value_max_bytes: 64 * 1024,
+            ingest_unit_backlog_bytes: 1024 * 1024,
+            unit_log_entries_per_message: 100,
+            unit_log_lines_per_minute: 600,
+            unit_log_lines_kept: 10_000,
+            database_sqlite_synchronous: SqliteSync::Full,
             // Where this checkout's build script puts the web app (see frontend-build/).
             frontend_dir: PathBuf::from(env!("PEPEUNIT_FRONTEND_DIST")),
         }
@@ -306,6 +328,41 @@ pub struct ConfigArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit_log_ttl_seconds: Option<u64>,
 
+    /// Largest variable value a unit may publish, in bytes; a larger one is not stored, routed or acknowledged [default: 65536]
+    #[arg(long, env = "PEPEUNIT_UNIT_VALUE_MAX_BYTES", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_value_max_bytes: Option<usize>,
+
+    /// Bytes of publishes one unit may have waiting for their commit; beyond it that unit's connection waits [default: 1048576]
+    #[arg(long, env = "PEPEUNIT_INGEST_UNIT_BACKLOG_BYTES", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_unit_backlog_bytes: Option<usize>,
+
+    /// Most log lines stored from one log message; the rest are refused [default: 100]
+    #[arg(long, env = "PEPEUNIT_UNIT_LOG_ENTRIES_PER_MESSAGE", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_log_entries_per_message: Option<usize>,
+
+    /// Most log lines stored per unit per minute; the rest are refused [default: 600]
+    #[arg(long, env = "PEPEUNIT_UNIT_LOG_LINES_PER_MINUTE", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_log_lines_per_minute: Option<u32>,
+
+    /// Most log lines kept per unit; older ones are deleted [default: 10000]
+    #[arg(long, env = "PEPEUNIT_UNIT_LOG_LINES_KEPT", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_log_lines_kept: Option<u64>,
+
+    /// SQLite durability: `full` (an acknowledged publish survives a power cut) or `normal` (survives a crash of the server, faster) [default: full]
+    #[arg(
+        long,
+        env = "PEPEUNIT_DATABASE_SQLITE_SYNCHRONOUS",
+        global = true,
+        value_enum
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_sqlite_synchronous: Option<SqliteSync>,
+
     /// Directory of the built web app served at `/` [default: where this build put it]
     #[arg(long, env = "PEPEUNIT_FRONTEND_DIR", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -374,6 +431,17 @@ impl Config {
         if self.unit_state_send_interval_seconds == 0 || self.unit_log_ttl_seconds == 0 {
             return Err(ConfigError(
                 "unit_state_send_interval_seconds and unit_log_ttl_seconds must be positive".into(),
+            ));
+        }
+        if self.unit_value_max_bytes == 0
+            || self.ingest_unit_backlog_bytes < self.unit_value_max_bytes
+            || self.unit_log_entries_per_message == 0
+            || self.unit_log_lines_kept == 0
+        {
+            return Err(ConfigError(
+                "unit_value_max_bytes, unit_log_entries_per_message and unit_log_lines_kept must be \
+                 positive, and ingest_unit_backlog_bytes at least unit_value_max_bytes"
+                    .into(),
             ));
         }
         Ok(())

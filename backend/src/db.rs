@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use pepeunit_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::postgres::PgSslMode;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
-use crate::config::Config;
+use crate::config::{Config, SqliteSync};
 
 /// The database could not be opened or migrated; the message names the setting to look at.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,10 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbStartError
             }
         })?;
     }
+    let synchronous = match config.database_sqlite_synchronous {
+        SqliteSync::Full => SqliteSynchronous::Full,
+        SqliteSync::Normal => SqliteSynchronous::Normal,
+    };
     let mut options = ConnectOptions::new(url.expose().to_owned());
     options
         .max_connections(config.database_max_connections)
@@ -49,14 +54,20 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbStartError
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false)
-        // WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes;
-        // busy_timeout makes concurrent writers wait instead of failing with SQLITE_BUSY.
-        .map_sqlx_sqlite_opts(|opts| {
+        // WAL lets readers run beside the one writer; `synchronous` is the configured durability (see
+        // SqliteSync); busy_timeout makes concurrent writers wait instead of failing with SQLITE_BUSY.
+        .map_sqlx_sqlite_opts(move |opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                .synchronous(synchronous)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
         });
+    if !asks_for_tls(url.expose()) {
+        // sqlx's default `prefer` negotiates TLS with any server that offers it, and on a local or
+        // private network that costs most of the throughput (each batch spans several TLS records). TLS is
+        // used when the URL (or PGSSLMODE) asks for it.
+        options.map_sqlx_postgres_opts(|opts| opts.ssl_mode(PgSslMode::Disable));
+    }
     let db = Database::connect(options)
         .await
         .map_err(|e| DbStartError::Open(strip_credentials(&e.to_string(), url.expose())))?;
@@ -81,6 +92,15 @@ pub fn backend_name(db: &DatabaseConnection) -> &'static str {
         DbBackend::Postgres => "postgres",
         _ => "other",
     }
+}
+
+/// Whether a PostgreSQL URL (or the environment) chooses its TLS mode.
+fn asks_for_tls(url: &str) -> bool {
+    std::env::var_os("PGSSLMODE").is_some()
+        || url::Url::parse(url).is_ok_and(|url| {
+            url.query_pairs()
+                .any(|(key, _)| key == "sslmode" || key == "ssl-mode")
+        })
 }
 
 fn strip_credentials(message: &str, url: &str) -> String {

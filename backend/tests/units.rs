@@ -888,10 +888,10 @@ async fn state_logs_and_deletion() {
     .unwrap();
     assert!(data::record_state(db, id, b"[1, 2]").await.is_err());
     let day = Duration::from_secs(86_400);
-    data::record_logs(db, id, br#"{"level": "Info", "text": "booted"}"#, day)
+    data::record_logs(db, id, br#"{"level": "Info", "text": "booted"}"#, day, 100)
         .await
         .unwrap();
-    data::record_logs(db, id, br#"[{"level": "Warning", "text": "hot", "create_datetime": "2026-01-01T00:00:00Z"}, {"level": "Debug", "text": "old"}]"#, Duration::from_millis(1)).await.unwrap();
+    data::record_logs(db, id, br#"[{"level": "Warning", "text": "hot", "create_datetime": "2026-01-01T00:00:00Z"}, {"level": "Debug", "text": "old"}]"#, Duration::from_millis(1), 100).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
 
     let query = "query($u: ID!) { unit(uuid: $u) { state reportedCommit logs { total items { level text } } } }";

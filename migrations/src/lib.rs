@@ -9,6 +9,7 @@ mod m20261123_000001_users;
 mod m20261123_000002_graph;
 mod m20261123_000003_unit_pins;
 mod m20261123_000004_rollouts;
+mod m20261128_000005_data_indexes;
 
 /// Runs the Pepeunit migrations in order.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_graph::Migration),
             Box::new(m20261123_000003_unit_pins::Migration),
             Box::new(m20261123_000004_rollouts::Migration),
+            Box::new(m20261128_000005_data_indexes::Migration),
         ]
     }
 }

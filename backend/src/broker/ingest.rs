@@ -1,34 +1,56 @@
 //! Group commit of what units publish: values, state and logs.
 //!
-//! Connections hand each publish to one writer task and wait; the writer takes everything queued (up to a
-//! batch), writes it in one transaction, and only then answers each waiting connection, which only then
-//! acknowledges to the unit. So a PUBACK always means "committed", and under load thousands of values
-//! share one commit. Within a batch a node's last value is written once, its history rows in one insert.
+//! Connections hand each publish to one writer task and wait; the writer takes a batch, writes it in one
+//! transaction, and only then answers each waiting connection, which only then acknowledges to the unit.
+//! So a PUBACK always means "committed", and under load thousands of values share one commit.
+//!
+//! Fairness: each unit has its own queue with a byte budget (`ingest_unit_backlog_bytes`). A unit over its
+//! budget waits in [`Ingestor::submit`], which stalls only that unit's connection; the writer fills each
+//! batch round-robin, a few publishes per unit per turn, so one unit's backlog never delays another's
+//! commit. Within a batch the last values are one statement, the history one insert per 2,000 rows;
+//! trimming history and logs to their limits runs beside it in bounded steps ([`run_trims`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use sea_orm::sea_query::Value;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
-    Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, Set,
+    Statement,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
 use crate::entities::{unit_node_values, unit_nodes};
 use crate::error::Result;
-use crate::services::Services;
 use crate::services::units::data;
 use crate::services::units::live::LiveEvent;
 use crate::services::units::nodes::HistoryPolicy;
+use crate::services::{Services, UnitSettings};
 
 use super::acl::Sink;
 
-/// Most writes in one transaction.
+/// Most publishes in one transaction.
 const BATCH: usize = 2048;
-/// How often one node's history is trimmed to its policy.
+/// Most payload bytes in one transaction: bounds how long one commit (and so everyone's PUBACK) takes.
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Most publishes of one unit taken per round-robin turn.
+const TURN: usize = 64;
+/// What a queued publish costs of its unit's budget beyond its payload (the item and its channel).
+const ITEM_OVERHEAD: usize = 256;
+/// How often trims run; each node or unit at most once per round.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// Most trim statements in one round: the rest waits for the next, so ingestion always gets the lock.
+const TRIMS_PER_ROUND: usize = 200;
+/// Rows a statement may bind: SQLite allows 32,766 variables, PostgreSQL 65,535.
+const VARIABLES: usize = 30_000;
+/// A limit is logged at most once per this interval (it is counted every time).
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// One publish to store.
 #[derive(Debug)]
@@ -39,87 +61,278 @@ pub struct Item {
     pub at: DateTime<Utc>,
 }
 
-type Job = (Item, oneshot::Sender<bool>);
-
-/// A value's text and when it arrived.
-type Timed<'a> = (std::borrow::Cow<'a, str>, DateTime<Utc>);
-
-/// The handle connections use.
-#[derive(Clone)]
-pub struct Ingestor {
-    jobs: mpsc::Sender<Job>,
+/// A queued publish, its answer, and the share of its unit's budget it holds until answered.
+struct Job {
+    item: Item,
+    done: oneshot::Sender<bool>,
+    _budget: OwnedSemaphorePermit,
 }
 
-impl Ingestor {
-    /// Starts the writer task.
-    pub fn start(services: Services) -> Self {
-        let (jobs, rx) = mpsc::channel(BATCH * 4);
-        tokio::spawn(run(services, rx));
-        Self { jobs }
-    }
-
-    /// Queues `item` (waiting while the writer is full) and returns what answers `true` once it is
-    /// committed, `false` if it could not be stored (the unit gets no acknowledgement and will retry).
-    pub async fn submit(&self, item: Item) -> oneshot::Receiver<bool> {
-        let (done, committed) = oneshot::channel();
-        let _ = self.jobs.send((item, done)).await;
-        committed
-    }
+/// Which limit refused or held back a publish, for `/metrics`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
 }
 
-async fn run(services: Services, mut rx: mpsc::Receiver<Job>) {
-    let log_ttl = Duration::from_secs(services.units().log_ttl_seconds);
-    let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
-    let mut live = Vec::new();
-    let mut trimmed = HashMap::new();
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let watched = services.live().watched();
-        let written = write(
-            services.db(),
-            log_ttl,
-            &batch,
-            watched.then_some(&mut live),
-            &mut trimmed,
-        );
-        let ok = match written.await {
-            Ok(()) => {
-                for event in live.drain(..) {
-                    services.live().send(event);
-                }
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, items = batch.len(), "ingestion batch failed");
-                false
-            }
-        };
-        for (_, done) in batch.drain(..) {
-            let _ = done.send(ok);
+/// Times each ingestion limit was hit: `unit_backlog` (a unit waited for its queue), `value_size` (a value
+/// refused), `log_entries` and `log_rate` (log lines refused).
+pub static LIMITS_HIT: LazyLock<Family<LimitLabels, Counter>> = LazyLock::new(Family::default);
+
+/// A unit's waiting publishes.
+struct UnitQueue {
+    jobs: VecDeque<Job>,
+    budget: Arc<Semaphore>,
+    /// Whether the unit is in the round-robin `turns`.
+    scheduled: bool,
+}
+
+#[derive(Default)]
+struct Queues {
+    units: HashMap<Uuid, UnitQueue>,
+    /// Units with queued publishes, in the order they get their next turn.
+    turns: VecDeque<Uuid>,
+}
+
+struct Shared {
+    queues: Mutex<Queues>,
+    ready: Notify,
+    settings: UnitSettings,
+    /// When each limit was last logged.
+    logged: Mutex<HashMap<&'static str, Instant>>,
+}
+
+impl Shared {
+    fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a hit of `limit`, and logs it if it was not logged in the last interval.
+    fn hit(&self, limit: &'static str, unit: Uuid, count: u64) {
+        LIMITS_HIT
+            .get_or_create(&LimitLabels { limit })
+            .inc_by(count);
+        let mut logged = self
+            .logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if logged
+            .get(limit)
+            .is_none_or(|last| now.duration_since(*last) >= LOG_EVERY)
+        {
+            logged.insert(limit, now);
+            tracing::warn!(%unit, limit, count, "unit hit an ingestion limit (logged once a minute)");
         }
     }
 }
 
-/// Writes one batch; fills `live` (when someone watches) with what to announce once it is committed.
+/// The handle connections use.
+#[derive(Clone)]
+pub struct Ingestor {
+    shared: Arc<Shared>,
+}
+
+impl Ingestor {
+    /// Starts the writer and trimmer tasks.
+    pub fn start(services: Services) -> Self {
+        let shared = Arc::new(Shared {
+            queues: Mutex::default(),
+            ready: Notify::new(),
+            settings: services.units().clone(),
+            logged: Mutex::default(),
+        });
+        let dirty = Arc::new(Mutex::new(Dirty::default()));
+        tokio::spawn(run(services.clone(), shared.clone(), dirty.clone()));
+        tokio::spawn(run_trims(services, dirty));
+        Self { shared }
+    }
+
+    /// Queues `item` and returns what answers `true` once it is committed, `false` if it could not be
+    /// stored (the unit gets no acknowledgement). Waits while the unit's queue is over its budget, which
+    /// holds back that unit's connection only.
+    pub async fn submit(&self, item: Item) -> oneshot::Receiver<bool> {
+        let (done, committed) = oneshot::channel();
+        let settings = &self.shared.settings;
+        if matches!(item.sink, Sink::Value(_)) && item.payload.len() > settings.value_max_bytes {
+            self.shared.hit("value_size", item.unit, 1);
+            let _ = done.send(false);
+            return committed;
+        }
+        let budget = settings.backlog_bytes.max(1);
+        let cost = (item.payload.len() + ITEM_OVERHEAD).min(budget);
+        let semaphore = {
+            let mut queues = self.shared.queues();
+            queues
+                .units
+                .entry(item.unit)
+                .or_insert_with(|| UnitQueue {
+                    jobs: VecDeque::new(),
+                    budget: Arc::new(Semaphore::new(budget)),
+                    scheduled: false,
+                })
+                .budget
+                .clone()
+        };
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        let permit = match semaphore.clone().try_acquire_many_owned(cost) {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.shared.hit("unit_backlog", item.unit, 1);
+                match semaphore.clone().acquire_many_owned(cost).await {
+                    Ok(permit) => permit,
+                    // The budget is never closed; if it were, the publish is simply not stored.
+                    Err(_) => return committed,
+                }
+            }
+        };
+        let unit = item.unit;
+        let job = Job {
+            item,
+            done,
+            _budget: permit,
+        };
+        {
+            let mut queues = self.shared.queues();
+            let Queues { units, turns } = &mut *queues;
+            let queue = units.entry(unit).or_insert_with(|| UnitQueue {
+                jobs: VecDeque::new(),
+                budget: semaphore,
+                scheduled: false,
+            });
+            queue.jobs.push_back(job);
+            if !queue.scheduled {
+                queue.scheduled = true;
+                turns.push_back(unit);
+            }
+        }
+        self.shared.ready.notify_one();
+        committed
+    }
+}
+
+/// Takes the next batch: units in turn, up to [`TURN`] publishes each, until the batch is full.
+fn next_batch(shared: &Shared, batch: &mut Vec<Job>) {
+    let mut queues = shared.queues();
+    let Queues { units, turns } = &mut *queues;
+    let mut bytes = 0;
+    while batch.len() < BATCH && bytes < BATCH_BYTES {
+        let Some(unit) = turns.pop_front() else {
+            break;
+        };
+        let Some(queue) = units.get_mut(&unit) else {
+            continue;
+        };
+        for _ in 0..TURN {
+            if batch.len() >= BATCH || bytes >= BATCH_BYTES {
+                break;
+            }
+            let Some(job) = queue.jobs.pop_front() else {
+                break;
+            };
+            bytes += job.item.payload.len();
+            batch.push(job);
+        }
+        if queue.jobs.is_empty() {
+            queue.scheduled = false;
+            // Nobody holds or waits on an idle unit's budget: forget it.
+            if Arc::strong_count(&queue.budget) == 1 {
+                units.remove(&unit);
+            }
+        } else {
+            turns.push_back(unit);
+        }
+    }
+}
+
+/// Nodes and units whose history or logs may be over their limits.
+#[derive(Default)]
+struct Dirty {
+    nodes: HashSet<Uuid>,
+    logs: HashSet<Uuid>,
+}
+
+/// A unit's log lines in the current minute.
+struct LogWindow {
+    since: Instant,
+    lines: u32,
+}
+
+async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>) {
+    let log_ttl = Duration::from_secs(shared.settings.log_ttl_seconds);
+    let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
+    let mut live = Vec::new();
+    let mut windows: HashMap<Uuid, LogWindow> = HashMap::new();
+    loop {
+        next_batch(&shared, &mut batch);
+        if batch.is_empty() {
+            shared.ready.notified().await;
+            continue;
+        }
+        let watched = services.live().watched();
+        let mut touched = Dirty::default();
+        let written = write(
+            services.db(),
+            &shared,
+            log_ttl,
+            &batch,
+            watched.then_some(&mut live),
+            &mut windows,
+            &mut touched,
+        );
+        let ok = match written.await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, items = batch.len(), "ingestion batch failed");
+                live.clear();
+                false
+            }
+        };
+        // Connections first: they are waiting on this commit.
+        for job in batch.drain(..) {
+            let _ = job.done.send(ok);
+        }
+        for event in live.drain(..) {
+            services.live().send(event);
+        }
+        if ok {
+            let mut dirty = dirty
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            dirty.nodes.extend(touched.nodes);
+            dirty.logs.extend(touched.logs);
+        }
+        let minute = Duration::from_secs(60);
+        windows.retain(|_, window| window.since.elapsed() < minute);
+    }
+}
+
+/// Writes one batch; fills `live` (when someone watches) with what to announce once it is committed and
+/// `touched` with the nodes and units that got history or logs.
 async fn write(
     db: &DatabaseConnection,
+    shared: &Shared,
     log_ttl: Duration,
     batch: &[Job],
     mut live: Option<&mut Vec<LiveEvent>>,
-    trimmed: &mut HashMap<Uuid, Instant>,
+    windows: &mut HashMap<Uuid, LogWindow>,
+    touched: &mut Dirty,
 ) -> Result<()> {
+    let settings = &shared.settings;
     let txn = crate::db::begin_write(db).await?;
     // Values, grouped by node, in arrival order.
-    let mut values: HashMap<Uuid, Vec<Timed<'_>>> = HashMap::new();
-    for (item, _) in batch {
+    let mut values: HashMap<Uuid, Vec<(String, DateTime<Utc>)>> = HashMap::new();
+    for Job { item, .. } in batch {
         match item.sink {
             Sink::Value(node) => {
                 // Values are text in the API; bytes that are not UTF-8 are replaced, not refused.
-                let text = String::from_utf8_lossy(&item.payload);
+                let text = String::from_utf8_lossy(&item.payload).into_owned();
                 if let Some(live) = live.as_deref_mut() {
                     live.push(LiveEvent::Value {
                         unit: item.unit,
                         node,
-                        value: text.to_string(),
+                        value: text.clone(),
                         at: item.at,
                     });
                 }
@@ -136,76 +349,185 @@ async fn write(
                 }
                 Err(error) => tracing::debug!(unit = %item.unit, %error, "state refused"),
             },
-            Sink::Log => match data::record_logs(&txn, item.unit, &item.payload, log_ttl).await {
-                Ok(entries) => {
-                    if let Some(live) = live.as_deref_mut() {
-                        live.extend(entries.into_iter().map(|e| LiveEvent::Log {
-                            unit: item.unit,
-                            level: e.level,
-                            text: e.text,
-                        }));
+            Sink::Log => {
+                let window = windows.entry(item.unit).or_insert_with(|| LogWindow {
+                    since: Instant::now(),
+                    lines: 0,
+                });
+                let left = settings.log_lines_per_minute.saturating_sub(window.lines);
+                let max = settings
+                    .log_entries_per_message
+                    .min(usize::try_from(left).unwrap_or(usize::MAX));
+                match data::record_logs(&txn, item.unit, &item.payload, log_ttl, max).await {
+                    Ok(recorded) => {
+                        let stored = u32::try_from(recorded.stored.len()).unwrap_or(u32::MAX);
+                        window.lines = window.lines.saturating_add(stored);
+                        if recorded.refused > 0 {
+                            let limit = if max < settings.log_entries_per_message {
+                                "log_rate"
+                            } else {
+                                "log_entries"
+                            };
+                            shared.hit(limit, item.unit, recorded.refused as u64);
+                        }
+                        if stored > 0 {
+                            touched.logs.insert(item.unit);
+                        }
+                        if let Some(live) = live.as_deref_mut() {
+                            live.extend(recorded.stored.into_iter().map(|e| LiveEvent::Log {
+                                unit: item.unit,
+                                level: e.level,
+                                text: e.text,
+                            }));
+                        }
                     }
+                    Err(error) => tracing::debug!(unit = %item.unit, %error, "log refused"),
                 }
-                Err(error) => tracing::debug!(unit = %item.unit, %error, "log refused"),
-            },
+            }
         }
     }
     if !values.is_empty() {
-        let nodes = unit_nodes::Entity::find()
-            .filter(unit_nodes::Column::Uuid.is_in(values.keys().copied()))
-            .all(&txn)
-            .await?;
-        let mut history = Vec::new();
-        let mut trims = Vec::new();
-        for node in nodes {
-            let Some(list) = values.get(&node.uuid) else {
-                continue;
-            };
-            let Some((last, at)) = list.last() else {
-                continue;
-            };
-            let at = *at;
-            let policy = HistoryPolicy::of(&node);
-            let uuid = node.uuid;
-            let mut active = node.into_active_model();
-            active.last_value = Set(Some(last.to_string()));
-            active.last_value_at = Set(Some(at));
-            active.updated_at = Set(at);
-            active.update(&txn).await?;
-            if policy == HistoryPolicy::LastValue {
-                continue;
-            }
-            history.extend(
-                list.iter()
-                    .map(|(value, at)| unit_node_values::ActiveModel {
-                        unit_node_uuid: Set(uuid),
-                        value: Set(value.to_string()),
-                        created_at: Set(*at),
-                        ..Default::default()
-                    }),
-            );
-            trims.push((uuid, policy, at));
-        }
-        if !history.is_empty() {
-            for chunk in history.chunks(500) {
-                unit_node_values::Entity::insert_many(chunk.to_vec())
-                    .exec(&txn)
-                    .await?;
-            }
-        }
-        // Trimming is a range delete per node: at most once a second per node is plenty, and keeps a
-        // busy node's batches to one insert.
-        let now = Instant::now();
-        for (node, policy, at) in trims {
-            let due = trimmed
-                .get(&node)
-                .is_none_or(|last| now.duration_since(*last) >= TRIM_EVERY);
-            if due {
-                data::trim_history(&txn, node, policy, at).await?;
-                trimmed.insert(node, now);
-            }
-        }
+        write_values(&txn, values, touched).await?;
     }
     txn.commit().await?;
     Ok(())
+}
+
+/// Stores the batch's values: every node's last value in one `UPDATE … FROM (VALUES …)` (SQLite ≥ 3.33
+/// and PostgreSQL), the history in multi-row inserts.
+async fn write_values(
+    txn: &impl ConnectionTrait,
+    values: HashMap<Uuid, Vec<(String, DateTime<Utc>)>>,
+    touched: &mut Dirty,
+) -> Result<()> {
+    let mut policies = HashMap::new();
+    let uuids: Vec<Uuid> = values.keys().copied().collect();
+    for chunk in uuids.chunks(VARIABLES) {
+        let nodes = unit_nodes::Entity::find()
+            .filter(unit_nodes::Column::Uuid.is_in(chunk.iter().copied()))
+            .all(txn)
+            .await?;
+        policies.extend(nodes.iter().map(|n| (n.uuid, HistoryPolicy::of(n))));
+    }
+    let mut last = Vec::with_capacity(policies.len());
+    let mut history = Vec::new();
+    for (node, list) in values {
+        let Some(&policy) = policies.get(&node) else {
+            // The node went while its value waited.
+            continue;
+        };
+        if let Some((value, at)) = list.last() {
+            last.push((node, value.clone(), *at));
+        }
+        if policy == HistoryPolicy::LastValue {
+            continue;
+        }
+        touched.nodes.insert(node);
+        history.extend(
+            list.into_iter()
+                .map(|(value, at)| unit_node_values::ActiveModel {
+                    unit_node_uuid: Set(node),
+                    value: Set(value),
+                    created_at: Set(at),
+                    ..Default::default()
+                }),
+        );
+    }
+    let backend = txn.get_database_backend();
+    for chunk in last.chunks(VARIABLES / 3) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        let mut binds = Vec::with_capacity(chunk.len() * 3);
+        for (node, value, at) in chunk {
+            let n = binds.len();
+            rows.push(match backend {
+                DbBackend::Postgres => format!(
+                    "(CAST(${} AS uuid), CAST(${} AS text), CAST(${} AS timestamptz))",
+                    n + 1,
+                    n + 2,
+                    n + 3
+                ),
+                _ => "(?, ?, ?)".to_owned(),
+            });
+            binds.push(Value::from(*node));
+            binds.push(Value::from(value.clone()));
+            binds.push(Value::from(*at));
+        }
+        let sql = format!(
+            "UPDATE unit_nodes SET last_value = v.column2, last_value_at = v.column3, \
+             updated_at = v.column3 FROM (VALUES {}) AS v WHERE unit_nodes.uuid = v.column1",
+            rows.join(", ")
+        );
+        txn.execute_raw(Statement::from_sql_and_values(backend, sql, binds))
+            .await?;
+    }
+    // Three columns a row.
+    for chunk in history.chunks(2000) {
+        unit_node_values::Entity::insert_many(chunk.to_vec())
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Trims, once a second, the history of nodes that got values and the logs of units that got lines, each
+/// statement deleting at most [`data::TRIM_BATCH`] rows outside any ingestion transaction. What is left
+/// over (a node switched to a smaller policy with millions of rows) goes on in the next rounds.
+async fn run_trims(services: Services, dirty: Arc<Mutex<Dirty>>) {
+    let keep_logs = services.units().log_lines_kept;
+    let mut ticker = tokio::time::interval(TRIM_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending = Dirty::default();
+    loop {
+        ticker.tick().await;
+        {
+            let mut dirty = dirty
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pending.nodes.extend(dirty.nodes.drain());
+            pending.logs.extend(dirty.logs.drain());
+        }
+        let mut budget = TRIMS_PER_ROUND;
+        let nodes: Vec<Uuid> = pending.nodes.iter().copied().collect();
+        for node in nodes {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            match trim_node(services.db(), node).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    pending.nodes.remove(&node);
+                }
+                Err(error) => {
+                    tracing::warn!(%node, %error, "trimming history failed");
+                    pending.nodes.remove(&node);
+                }
+            }
+        }
+        let units: Vec<Uuid> = pending.logs.iter().copied().collect();
+        for unit in units {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            match data::trim_logs(services.db(), unit, keep_logs).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    pending.logs.remove(&unit);
+                }
+                Err(error) => {
+                    tracing::warn!(%unit, %error, "trimming logs failed");
+                    pending.logs.remove(&unit);
+                }
+            }
+        }
+    }
+}
+
+/// One bounded trim of a node's history by its current policy; whether more may remain.
+async fn trim_node(db: &DatabaseConnection, node: Uuid) -> Result<bool> {
+    let Some(row) = unit_nodes::Entity::find_by_id(node).one(db).await? else {
+        return Ok(false);
+    };
+    data::trim_history(db, node, HistoryPolicy::of(&row), Utc::now()).await
 }

@@ -52,6 +52,11 @@ impl Metrics {
             "Time to answer an HTTP request",
             latency.clone(),
         );
+        registry.register(
+            "ingest_limits_hit",
+            "Publishes refused or held back by a per-unit ingestion limit, by limit",
+            crate::broker::ingest::LIMITS_HIT.clone(),
+        );
         Self {
             registry,
             requests,

@@ -50,6 +50,16 @@ pub struct UnitSettings {
     pub endpoint: PublicEndpoint,
     pub state_send_interval_seconds: u64,
     pub log_ttl_seconds: u64,
+    /// Largest value a unit may publish (`unit_value_max_bytes`).
+    pub value_max_bytes: usize,
+    /// Bytes of publishes one unit may have waiting for a commit (`ingest_unit_backlog_bytes`).
+    pub backlog_bytes: usize,
+    /// Most log lines stored from one message (`unit_log_entries_per_message`).
+    pub log_entries_per_message: usize,
+    /// Most log lines stored per unit per minute (`unit_log_lines_per_minute`).
+    pub log_lines_per_minute: u32,
+    /// Most log lines kept per unit (`unit_log_lines_kept`).
+    pub log_lines_kept: u64,
 }
 
 impl Services {
@@ -83,6 +93,11 @@ impl Services {
                     endpoint: config.public_endpoint()?,
                     state_send_interval_seconds: config.unit_state_send_interval_seconds,
                     log_ttl_seconds: config.unit_log_ttl_seconds,
+                    value_max_bytes: config.unit_value_max_bytes,
+                    backlog_bytes: config.ingest_unit_backlog_bytes,
+                    log_entries_per_message: config.unit_log_entries_per_message,
+                    log_lines_per_minute: config.unit_log_lines_per_minute,
+                    log_lines_kept: config.unit_log_lines_kept,
                 },
                 unit_events: units::events::UnitEvents::default(),
                 live: units::live::LiveFeed::default(),

@@ -9,6 +9,7 @@ use pepeunit_protocol::device::{UPDATE_FAILURE_KEY, UpdateFailure};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::{Order, Query},
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -26,8 +27,12 @@ use crate::services::{Actor, Services, access};
 /// Most bytes of one variable value.
 pub const VALUE_LIMIT: usize = 64 * 1024;
 
-/// Stores `value` as the node's last value and, by its policy, in its history; trims what the policy
-/// no longer keeps.
+/// Most rows one trim statement deletes: a trim never holds the write lock for long, so ingestion goes on
+/// between the statements of a large one (a policy switched on a node with millions of rows).
+pub const TRIM_BATCH: u64 = 5_000;
+
+/// Stores `value` as the node's last value and, by its policy, in its history; trims (one bounded batch)
+/// what the policy no longer keeps.
 pub async fn record_value(
     db: &impl ConnectionTrait,
     node: &unit_nodes::Model,
@@ -51,17 +56,20 @@ pub async fn record_value(
     }
     .insert(db)
     .await?;
-    trim_history(db, node.uuid, policy, at).await
+    trim_history(db, node.uuid, policy, at).await?;
+    Ok(())
 }
 
-/// Drops the history `policy` no longer keeps, as of `at`.
+/// Deletes at most [`TRIM_BATCH`] rows of the history `policy` no longer keeps, as of `at`, oldest
+/// first; returns whether a full batch went (so more may remain). Served by the `(unit_node_uuid, id)`
+/// and `(unit_node_uuid, created_at)` indexes, so its cost does not grow with the history kept.
 pub async fn trim_history(
     db: &impl ConnectionTrait,
     node: Uuid,
     policy: HistoryPolicy,
     at: DateTime<Utc>,
-) -> Result<()> {
-    match policy {
+) -> Result<bool> {
+    let doomed = match policy {
         HistoryPolicy::LastN(n) => {
             let keep_from: Option<i64> = unit_node_values::Entity::find()
                 .select_only()
@@ -73,27 +81,63 @@ pub async fn trim_history(
                 .into_tuple()
                 .one(db)
                 .await?;
-            if let Some(oldest_kept) = keep_from {
-                unit_node_values::Entity::delete_many()
-                    .filter(unit_node_values::Column::UnitNodeUuid.eq(node))
-                    .filter(unit_node_values::Column::Id.lt(oldest_kept))
-                    .exec(db)
-                    .await?;
-            }
+            let Some(oldest_kept) = keep_from else {
+                return Ok(false);
+            };
+            unit_node_values::Column::Id.lt(oldest_kept)
         }
         HistoryPolicy::Window(seconds) => {
-            unit_node_values::Entity::delete_many()
-                .filter(unit_node_values::Column::UnitNodeUuid.eq(node))
-                .filter(
-                    unit_node_values::Column::CreatedAt
-                        .lt(at - Duration::seconds(i64::from(seconds))),
-                )
-                .exec(db)
-                .await?;
+            unit_node_values::Column::CreatedAt.lt(at - Duration::seconds(i64::from(seconds)))
         }
-        HistoryPolicy::LastValue => {}
-    }
-    Ok(())
+        // Switching to the last value only stops new history; what was kept stays until the node goes.
+        HistoryPolicy::LastValue => return Ok(false),
+    };
+    let batch = Query::select()
+        .column(unit_node_values::Column::Id)
+        .from(unit_node_values::Entity)
+        .and_where(unit_node_values::Column::UnitNodeUuid.eq(node))
+        .and_where(doomed)
+        .order_by(unit_node_values::Column::Id, Order::Asc)
+        .limit(TRIM_BATCH)
+        .to_owned();
+    let deleted = unit_node_values::Entity::delete_many()
+        .filter(unit_node_values::Column::Id.in_subquery(batch))
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(deleted >= TRIM_BATCH)
+}
+
+/// Deletes at most [`TRIM_BATCH`] of a unit's oldest log lines beyond the newest `keep`; returns whether
+/// a full batch went.
+pub async fn trim_logs(db: &impl ConnectionTrait, unit: Uuid, keep: u64) -> Result<bool> {
+    let keep_from: Option<i64> = unit_logs::Entity::find()
+        .select_only()
+        .column(unit_logs::Column::Id)
+        .filter(unit_logs::Column::UnitUuid.eq(unit))
+        .order_by_desc(unit_logs::Column::Id)
+        .offset(keep.saturating_sub(1))
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?;
+    let Some(oldest_kept) = keep_from else {
+        return Ok(false);
+    };
+    let batch = Query::select()
+        .column(unit_logs::Column::Id)
+        .from(unit_logs::Entity)
+        .and_where(unit_logs::Column::UnitUuid.eq(unit))
+        .and_where(unit_logs::Column::Id.lt(oldest_kept))
+        .order_by(unit_logs::Column::Id, Order::Asc)
+        .limit(TRIM_BATCH)
+        .to_owned();
+    let deleted = unit_logs::Entity::delete_many()
+        .filter(unit_logs::Column::Id.in_subquery(batch))
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(deleted >= TRIM_BATCH)
 }
 
 /// Sets an input's value from the API. The broker publishes it to the unit.
@@ -245,20 +289,32 @@ pub struct LogEntry {
     pub create_datetime: Option<String>,
 }
 
-/// Stores a `log/pepeunit` payload (one entry or a list), each line kept for `ttl`; returns the lines.
+/// What became of a `log/pepeunit` payload.
+#[derive(Debug, Default)]
+pub struct LogsRecorded {
+    /// The lines stored, in the order published.
+    pub stored: Vec<LogEntry>,
+    /// Lines over the quota (`max` of [`record_logs`]), not stored.
+    pub refused: usize,
+}
+
+/// Stores a `log/pepeunit` payload (one entry or a list), each line kept for `ttl`: at most `max` lines
+/// (the rest are refused and counted), and a line the unit already reported (same time, level and text,
+/// as `log_sync` republishes the whole log) only once.
 pub async fn record_logs(
     db: &impl ConnectionTrait,
     unit: Uuid,
     payload: &[u8],
     ttl: std::time::Duration,
-) -> Result<Vec<LogEntry>> {
+    max: usize,
+) -> Result<LogsRecorded> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Payload {
         One(LogEntry),
         Many(Vec<LogEntry>),
     }
-    let entries = match serde_json::from_slice::<Payload>(payload) {
+    let mut entries = match serde_json::from_slice::<Payload>(payload) {
         Ok(Payload::One(entry)) => vec![entry],
         Ok(Payload::Many(entries)) => entries,
         Err(e) => {
@@ -268,32 +324,82 @@ pub async fn record_logs(
             }));
         }
     };
+    let refused = entries.len().saturating_sub(max);
+    entries.truncate(max);
     let now = Utc::now();
     let expires = now + Duration::from_std(ttl).map_err(Error::internal)?;
-    let rows: Vec<unit_logs::ActiveModel> = entries
-        .iter()
-        .map(|entry| {
-            let at = entry
+    // A line is known by its time (to the microsecond PostgreSQL keeps), level and text.
+    type Key = (i64, String, String);
+    // Lines without their own time are stamped now and are always new.
+    let mut lines: Vec<(Key, bool, LogEntry)> = entries
+        .into_iter()
+        .map(|mut entry| {
+            let reported = entry
                 .create_datetime
                 .as_deref()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc))
-                .filter(|t| *t <= now)
-                .unwrap_or(now);
-            unit_logs::ActiveModel {
-                unit_uuid: Set(unit),
-                level: Set(entry.level.chars().take(16).collect()),
-                text: Set(entry.text.chars().take(4096).collect()),
-                created_at: Set(at),
-                expires_at: Set(expires),
-                ..Default::default()
-            }
+                .filter(|t| *t <= now);
+            let at = reported.unwrap_or(now);
+            entry.level = entry.level.chars().take(16).collect();
+            entry.text = entry.text.chars().take(4096).collect();
+            let key = (
+                at.timestamp_micros(),
+                entry.level.clone(),
+                entry.text.clone(),
+            );
+            (key, reported.is_some(), entry)
         })
         .collect();
-    if !rows.is_empty() {
-        unit_logs::Entity::insert_many(rows).exec(db).await?;
+    let mut seen = std::collections::HashSet::new();
+    let times = lines
+        .iter()
+        .filter(|(_, reported, _)| *reported)
+        .map(|((at, _, _), _, _)| *at);
+    if let (Some(first), Some(last)) = (times.clone().min(), times.max()) {
+        let from = DateTime::from_timestamp_micros(first).unwrap_or(now);
+        let to = DateTime::from_timestamp_micros(last).unwrap_or(now);
+        // Served by (unit_uuid, created_at); bounded by what the unit may keep.
+        let known: Vec<(DateTime<Utc>, String, String)> = unit_logs::Entity::find()
+            .select_only()
+            .columns([
+                unit_logs::Column::CreatedAt,
+                unit_logs::Column::Level,
+                unit_logs::Column::Text,
+            ])
+            .filter(unit_logs::Column::UnitUuid.eq(unit))
+            .filter(unit_logs::Column::CreatedAt.between(from, to))
+            .into_tuple()
+            .all(db)
+            .await?;
+        seen.extend(
+            known
+                .into_iter()
+                .map(|(at, level, text)| (at.timestamp_micros(), level, text)),
+        );
     }
-    Ok(entries)
+    lines.retain(|(key, reported, _)| !reported || seen.insert(key.clone()));
+    let rows: Vec<unit_logs::ActiveModel> = lines
+        .iter()
+        .map(|((micros, level, text), _, _)| unit_logs::ActiveModel {
+            unit_uuid: Set(unit),
+            level: Set(level.clone()),
+            text: Set(text.clone()),
+            created_at: Set(DateTime::from_timestamp_micros(*micros).unwrap_or(now)),
+            expires_at: Set(expires),
+            ..Default::default()
+        })
+        .collect();
+    // Five columns a row: 1,000 rows stay far below SQLite's limit of 32,766 variables.
+    for chunk in rows.chunks(1000) {
+        unit_logs::Entity::insert_many(chunk.to_vec())
+            .exec(db)
+            .await?;
+    }
+    Ok(LogsRecorded {
+        stored: lines.into_iter().map(|(_, _, entry)| entry).collect(),
+        refused,
+    })
 }
 
 /// Deletes expired log lines; returns how many.

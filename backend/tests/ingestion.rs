@@ -1,0 +1,212 @@
+//! Ingestion under abuse and at scale, through real MQTT clients: a flooding unit does not delay another
+//! unit's PUBACK and its rows stay bounded, a republished log is stored once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::units::{Fixture, node};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+struct Device {
+    uuid: String,
+    token: String,
+    unit: Value,
+}
+
+async fn device(fx: &Fixture, name: &str) -> Device {
+    let unit = fx.create_unit(&fx.token, json!({ "name": name })).await;
+    let uuid = unit["uuid"].as_str().unwrap().to_owned();
+    let token = fx.unit_token(&uuid).await;
+    Device { uuid, token, unit }
+}
+
+impl Device {
+    fn topic(&self, name: &str) -> String {
+        node(&self.unit, name)["topic"].as_str().unwrap().to_owned()
+    }
+
+    fn log_topic(&self, fx: &Fixture) -> String {
+        let domain = fx.server.base.trim_start_matches("http://");
+        format!("{domain}/output_base_topic/{}/log/pepeunit", self.uuid)
+    }
+}
+
+/// A connected client that may send large packets, and the PUBACK ids it receives.
+async fn connect(fx: &Fixture, device: &Device) -> (AsyncClient, mpsc::UnboundedReceiver<u16>) {
+    let mut options = MqttOptions::new(&device.uuid, "127.0.0.1", fx.server.mqtt.port());
+    options.set_credentials(&device.token, "");
+    options.set_keep_alive(Duration::from_secs(60));
+    options.set_max_packet_size(512 * 1024, 512 * 1024);
+    let (client, mut events) = AsyncClient::new(options, 16);
+    let (tx, acks) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    let _ = tx.send(ack.pkid);
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    (client, acks)
+}
+
+/// Publishes at QoS 1 and waits for its PUBACK; how long that took.
+async fn acked(
+    client: &AsyncClient,
+    acks: &mut mpsc::UnboundedReceiver<u16>,
+    topic: &str,
+) -> Duration {
+    let started = Instant::now();
+    client
+        .publish(topic, QoS::AtLeastOnce, false, b"21.5".to_vec())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), acks.recv())
+        .await
+        .expect("a PUBACK within a minute")
+        .expect("the connection stays open");
+    started.elapsed()
+}
+
+async fn log_total(fx: &Fixture, unit: &str) -> u64 {
+    let (_, body) = fx
+        .server
+        .gql(
+            "query($u: ID!) { unit(uuid: $u) { logs { total } } }",
+            json!({ "u": unit }),
+            Some(&fx.token),
+        )
+        .await;
+    body["data"]["unit"]["logs"]["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_unit_does_not_delay_another_units_puback_and_its_rows_stay_bounded() {
+    let fx = Fixture::new(|_| {}).await;
+    let noisy = device(&fx, "Noisy").await;
+    let quiet = device(&fx, "Quiet").await;
+    let (flooder, _) = connect(&fx, &noisy).await;
+    let (client, mut acks) = connect(&fx, &quiet).await;
+    let value_topic = quiet.topic("current_temp/pepeunit");
+    // Before the flood.
+    acked(&client, &mut acks, &value_topic).await;
+
+    // The noisy unit floods at QoS 0 (nothing acknowledged, nothing to wait for): messages of 1,000 log
+    // lines each and 200 KB values.
+    let log: Vec<Value> = (0..1000)
+        .map(|i| json!({ "level": "Info", "text": format!("line {i} of a very chatty unit") }))
+        .collect();
+    let log = serde_json::to_vec(&log).unwrap();
+    let big_value = vec![b'7'; 200 * 1024];
+    let (log_topic, noisy_value) = (noisy.log_topic(&fx), noisy.topic("current_temp/pepeunit"));
+    let flood = tokio::spawn(async move {
+        for i in 0.. {
+            let (topic, payload) = if i % 2 == 0 {
+                (&log_topic, log.clone())
+            } else {
+                (&noisy_value, big_value.clone())
+            };
+            if flooder
+                .publish(topic, QoS::AtMostOnce, false, payload)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Meanwhile the quiet unit's PUBACKs stay fast (the flood piled up behind one queue before: 85 s).
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        slowest = slowest.max(acked(&client, &mut acks, &value_topic).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    flood.abort();
+    assert!(
+        slowest < Duration::from_secs(2),
+        "the quiet unit's slowest PUBACK during the flood took {slowest:?}"
+    );
+
+    // The noisy unit's log rows are bounded by the per-minute quota (600 lines), not by what it sent.
+    let noisy_uuid: uuid::Uuid = noisy.uuid.parse().unwrap();
+    let rows = pepeunit_backend::entities::unit_logs::Entity::find()
+        .filter(pepeunit_backend::entities::unit_logs::Column::UnitUuid.eq(noisy_uuid))
+        .count(fx.server.services.db())
+        .await
+        .unwrap();
+    assert!(rows <= 600, "{rows} log rows stored for the noisy unit");
+    let metrics = fx
+        .server
+        .client
+        .get(format!("{}/metrics", fx.server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for limit in ["log_entries", "value_size"] {
+        assert!(
+            metrics.contains(&format!(
+                "pepeunit_ingest_limits_hit_total{{limit=\"{limit}\"}}"
+            )),
+            "{limit} is counted in /metrics:\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_republished_log_is_stored_once() {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Chatty").await;
+    let (client, mut acks) = connect(&fx, &unit).await;
+    // What `log_sync` sends: the unit's whole log, every line with its time.
+    let log = json!([
+        { "level": "Info", "text": "booted", "create_datetime": "2026-01-01T10:00:00.123456Z" },
+        { "level": "Warning", "text": "hot", "create_datetime": "2026-01-01T10:00:01Z" },
+        { "level": "Info", "text": "booted", "create_datetime": "2026-01-01T10:05:00+03:00" },
+    ])
+    .to_string();
+    let topic = unit.log_topic(&fx);
+    for _ in 0..2 {
+        client
+            .publish(&topic, QoS::AtLeastOnce, false, log.clone().into_bytes())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), acks.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(log_total(&fx, &unit.uuid).await, 3);
+    }
+    // A line without a time of its own is always new.
+    for expected in [4, 5] {
+        client
+            .publish(
+                &topic,
+                QoS::AtLeastOnce,
+                false,
+                br#"{"level": "Info", "text": "tick"}"#.to_vec(),
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), acks.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(log_total(&fx, &unit.uuid).await, expected);
+    }
+}

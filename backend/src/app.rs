@@ -55,13 +55,11 @@ pub struct App {
     unit_events: tokio::sync::broadcast::Receiver<UnitEvent>,
 }
 
-/// Opens the database, applies migrations and loads the instance secrets. Binds nothing: the CLI builds an
-/// app to administer it without serving.
+/// Checks the TLS files, opens the database, applies migrations and loads the instance secrets. Binds
+/// nothing: the CLI builds an app to administer it without serving; `serve` binds before building, so a
+/// taken port stops the server before anything is written to the data directory.
 pub async fn build(config: Config) -> Result<App, StartError> {
-    let db = db::connect(&config).await?;
-    db::migrate(&db).await?;
-    let secrets = InstanceSecrets::load_or_create(&config)?;
-    let services = Services::new(&config, db, secrets)?;
+    // Settings that can be wrong are checked before the data directory is created.
     let mqtt_tls = match (&config.mqtt_tls_cert, &config.mqtt_tls_key) {
         (Some(cert), Some(key)) => Some((
             crate::broker::tls::acceptor(cert, key)?,
@@ -69,6 +67,10 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         )),
         _ => None,
     };
+    let db = db::connect(&config).await?;
+    db::migrate(&db).await?;
+    let secrets = InstanceSecrets::load_or_create(&config)?;
+    let services = Services::new(&config, db, secrets)?;
     let unit_events = services.unit_events().subscribe();
     let broker = Broker::new(services.clone());
     let schema: PepeunitSchema = build_schema(&config, services.clone());
@@ -93,9 +95,67 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     })
 }
 
-/// Binds the configured MQTT address.
-pub async fn bind_mqtt(config: &Config) -> Result<TcpListener, StartError> {
-    Ok(crate::broker::bind(config.mqtt_bind).await?)
+/// Ports tried after the default MQTT port, before one the system picks.
+const MQTT_FALLBACK_PORTS: u16 = 16;
+
+/// Binds `mqtt_bind` and sets it to the address bound, so units' env.json names the port really listened
+/// on (also when it was 0).
+///
+/// A first run must come up on a machine where another broker (often Mosquitto) holds the default port:
+/// when `mqtt_bind` was not set explicitly and is taken, the next free port of the following
+/// [`MQTT_FALLBACK_PORTS`] is bound (the same one on every restart while the other broker stays, so units
+/// keep finding it), else one the system picks; a warning says so, and GraphQL `mqttBroker` shows it. An
+/// explicitly set address that is taken is an error naming the setting.
+pub async fn bind_mqtt(config: &mut Config) -> Result<TcpListener, StartError> {
+    let wanted = config.mqtt_bind;
+    let error = match crate::broker::bind(wanted).await {
+        Ok(listener) => return Ok(bound(config, listener)),
+        Err(error) => error,
+    };
+    if config.mqtt_bind_explicit
+        || wanted.port() == 0
+        || error.cause.kind() != std::io::ErrorKind::AddrInUse
+    {
+        return Err(error.into());
+    }
+    let next = (1..=MQTT_FALLBACK_PORTS).filter_map(|i| wanted.port().checked_add(i));
+    for port in next.chain([0]) {
+        let mut addr = wanted;
+        addr.set_port(port);
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            let listener = bound(config, listener);
+            config.mqtt_default_taken = Some(wanted);
+            tracing::warn!(
+                taken = %wanted,
+                bound = %config.mqtt_bind,
+                "THE DEFAULT MQTT PORT {} IS IN USE (another broker?): the embedded broker listens on {} \
+                 instead, and units' env.json names that port. Set mqtt_bind (PEPEUNIT_MQTT_BIND) to choose one",
+                wanted.port(),
+                config.mqtt_bind,
+            );
+            return Ok(listener);
+        }
+    }
+    Err(error.into())
+}
+
+fn bound(config: &mut Config, listener: TcpListener) -> TcpListener {
+    if let Ok(addr) = listener.local_addr() {
+        config.mqtt_bind = addr;
+    }
+    listener
+}
+
+/// Binds `mqtt_tls_bind` when TLS is configured, so a port in use is a start-up error.
+pub async fn bind_mqtt_tls(config: &Config) -> Result<Option<TcpListener>, StartError> {
+    if config.mqtt_tls_cert.is_none() {
+        return Ok(None);
+    }
+    let addr = config.mqtt_tls_bind;
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|cause| StartError::MqttTlsBind { addr, cause })
 }
 
 /// Binds the configured HTTP address.
@@ -118,19 +178,6 @@ impl App {
     pub fn with_mqtt_tls_listener(mut self, listener: TcpListener) -> Self {
         self.mqtt_tls_listener = Some(listener);
         self
-    }
-
-    /// Binds `mqtt_tls_bind` now when TLS is configured, so a port in use is a start-up error.
-    pub async fn bind_mqtt_tls(self) -> Result<Self, StartError> {
-        match (&self.mqtt_tls, &self.mqtt_tls_listener) {
-            (Some((_, addr)), None) => {
-                let listener = TcpListener::bind(*addr)
-                    .await
-                    .map_err(|cause| StartError::MqttTlsBind { addr: *addr, cause })?;
-                Ok(self.with_mqtt_tls_listener(listener))
-            }
-            _ => Ok(self),
-        }
     }
 
     /// Serves MQTT on `listener` instead of binding `mqtt_bind` in [`App::serve`].

@@ -103,6 +103,13 @@ pub struct Config {
     pub unit_log_lines_kept: u64,
     pub database_sqlite_synchronous: SqliteSync,
     pub frontend_dir: PathBuf,
+    /// Whether `mqtt_bind` came from the file, the environment or a flag rather than the default: only the
+    /// default port may fall back to a free one when it is taken (see [`crate::app::bind_mqtt`]).
+    #[serde(skip)]
+    pub mqtt_bind_explicit: bool,
+    /// Set at start-up when the default MQTT address was taken and the broker fell back to `mqtt_bind`.
+    #[serde(skip)]
+    pub mqtt_default_taken: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -146,6 +153,8 @@ impl Default for Config {
             database_sqlite_synchronous: SqliteSync::Full,
             // Where this checkout's build script puts the web app (see frontend-build/).
             frontend_dir: PathBuf::from(env!("PEPEUNIT_FRONTEND_DIST")),
+            mqtt_bind_explicit: false,
+            mqtt_default_taken: None,
         }
     }
 }
@@ -379,6 +388,8 @@ pub struct PublicEndpoint {
     pub app_prefix: String,
     pub mqtt_host: String,
     pub mqtt_port: u16,
+    /// The default MQTT port, when it was taken and the broker listens on `mqtt_port` instead.
+    pub mqtt_default_port_taken: Option<u16>,
 }
 
 /// The configuration could not be assembled.
@@ -389,7 +400,8 @@ pub struct ConfigError(String);
 impl Config {
     /// Merges the defaults, the TOML file named by `args` (if any) and the flags/environment in `args`.
     pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        // What the user set, apart from the defaults, to know which settings are explicit.
+        let mut set = Figment::new();
         if let Some(path) = &args.config_file {
             if !path.is_file() {
                 return Err(ConfigError(format!(
@@ -397,12 +409,14 @@ impl Config {
                     path.display()
                 )));
             }
-            figment = figment.merge(Toml::file_exact(path));
+            set = set.merge(Toml::file_exact(path));
         }
-        let config: Config = figment
-            .merge(Serialized::defaults(args))
+        let set = set.merge(Serialized::defaults(args));
+        let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(set.clone())
             .extract()
             .map_err(|e| ConfigError(e.to_string()))?;
+        config.mqtt_bind_explicit = set.contains("mqtt_bind");
         config.check()?;
         Ok(config)
     }
@@ -475,6 +489,7 @@ impl Config {
             app_prefix: url.path().trim_end_matches('/').to_owned(),
             mqtt_host: self.mqtt_public_host.clone().unwrap_or(host),
             mqtt_port: self.mqtt_public_port.unwrap_or(self.mqtt_bind.port()),
+            mqtt_default_port_taken: self.mqtt_default_taken.map(|addr| addr.port()),
         })
     }
 
@@ -572,5 +587,27 @@ mod tests {
         };
         let err = Config::load(&args).unwrap_err().to_string();
         assert!(err.contains("PEPEUNIT_CONFIG"), "{err}");
+    }
+
+    #[test]
+    fn mqtt_bind_is_explicit_only_when_set() {
+        assert!(
+            !Config::load(&ConfigArgs::default())
+                .unwrap()
+                .mqtt_bind_explicit
+        );
+        let flag = ConfigArgs {
+            mqtt_bind: Some(SocketAddr::from(([127, 0, 0, 1], 1883))),
+            ..ConfigArgs::default()
+        };
+        assert!(Config::load(&flag).unwrap().mqtt_bind_explicit);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pepeunit.toml");
+        std::fs::write(&file, "mqtt_bind = \"127.0.0.1:1883\"\n").unwrap();
+        let in_file = ConfigArgs {
+            config_file: Some(file),
+            ..ConfigArgs::default()
+        };
+        assert!(Config::load(&in_file).unwrap().mqtt_bind_explicit);
     }
 }

@@ -17,5 +17,5 @@ pub mod secrets;
 pub mod services;
 pub mod telemetry;
 
-pub use app::{App, StartError, bind, bind_mqtt, build, shutdown_signal};
+pub use app::{App, StartError, bind, bind_mqtt, bind_mqtt_tls, build, shutdown_signal};
 pub use config::Config;

@@ -1,6 +1,6 @@
 //! The `pepeunit` binary: serve, migrate, create the first admin, print the configuration.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,7 +10,7 @@ use pepeunit_backend::domain::{UserRole, UserStatus};
 use pepeunit_backend::services::repo_units;
 use pepeunit_backend::services::users::{self, Registration};
 use pepeunit_backend::services::{Actor, AuthUser};
-use pepeunit_backend::{bind, bind_mqtt, build, shutdown_signal, telemetry};
+use pepeunit_backend::{bind, bind_mqtt, bind_mqtt_tls, build, shutdown_signal, telemetry};
 
 /// Pepeunit: a federated IoT graph platform. Every setting below can also come from a
 /// `PEPEUNIT_*` environment variable or a TOML file (`--config`).
@@ -56,9 +56,13 @@ fn read_admin_password() -> anyhow::Result<String> {
     if let Ok(password) = std::env::var("PEPEUNIT_ADMIN_PASSWORD") {
         return Ok(password);
     }
-    eprintln!("password (one line on stdin):");
+    let stdin = std::io::stdin();
+    // Only a person at a terminal needs the prompt; a piped password is read silently.
+    if stdin.is_terminal() {
+        eprintln!("password (one line on stdin):");
+    }
     let mut line = String::new();
-    std::io::stdin()
+    stdin
         .lock()
         .read_line(&mut line)
         .context("reading the password from stdin")?;
@@ -71,12 +75,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let shutdown = shutdown_signal();
-            let app = build(config.clone()).await?.bind_mqtt_tls().await?;
+            // Every port first: a taken one stops the server before the data directory is written.
+            let mut config = config;
             let listener = bind(&config).await?;
-            let mqtt = bind_mqtt(&config).await?;
-            app.with_mqtt_listener(mqtt)
-                .serve(listener, shutdown)
-                .await?;
+            let mqtt = bind_mqtt(&mut config).await?;
+            let mqtt_tls = bind_mqtt_tls(&config).await?;
+            let mut app = build(config).await?.with_mqtt_listener(mqtt);
+            if let Some(tls) = mqtt_tls {
+                app = app.with_mqtt_tls_listener(tls);
+            }
+            app.serve(listener, shutdown).await?;
         }
         Command::Migrate => {
             let db = pepeunit_backend::db::connect(&config).await?;

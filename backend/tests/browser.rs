@@ -2,7 +2,8 @@
 //! create two units, link an output to an input by dragging, see a value a real MQTT client publishes
 //! appear on the node, delete the link, start a rollout of the repository, change the password and log
 //! in with the new one, then as the admin close registration, block that user and delete them.
-//! Screenshots go to `$CARGO_TARGET_DIR/e2e-screenshots`.
+//! A second test opens GraphiQL with the network off the machine blocked and runs a query. Screenshots go
+//! to `$CARGO_TARGET_DIR/e2e-screenshots`.
 //!
 //! Needs Chromium (`apt-get install chromium`), Node.js with npm and `npm ci` in `frontend/e2e`; the app
 //! itself is built here when it is out of date (`pepeunit-frontend-build`). `.ci/run` installs all of it.
@@ -113,6 +114,35 @@ async fn graph_editor_in_a_real_browser() {
             out.display()
         );
     }
+}
+
+/// GraphiQL comes entirely from the server: with every request off the machine blocked, it loads (under
+/// the page's strict CSP, whose violations would be console errors) and answers a query.
+#[tokio::test(flavor = "multi_thread")]
+async fn graphiql_works_offline() {
+    let e2e = workspace().join("frontend/e2e");
+    let browser = chromium();
+    node_ready(&e2e);
+    let server = TestServer::start().await;
+    let run = tokio::process::Command::new("node")
+        .arg(e2e.join("graphiql.mjs"))
+        .current_dir(&e2e)
+        .env("PEPEUNIT_URL", &server.base)
+        .env("PEPEUNIT_E2E_OUT", paths_out())
+        .env("CHROMIUM", &browser)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the GraphiQL test finishes within 3 minutes")
+        .expect("node starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "GraphiQL test failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    eprintln!("{stdout}");
 }
 
 /// Where the screenshots go: beside the build, so CI keeps them with its other outputs.

@@ -28,6 +28,16 @@ impl From<instance_settings::Model> for InstanceSettings {
     }
 }
 
+/// Where units reach the embedded MQTT broker, as their env.json says.
+#[derive(SimpleObject)]
+pub struct MqttBroker {
+    host: String,
+    port: u16,
+    /// The default port, when another program held it at start-up and the broker fell back to `port`;
+    /// units made before may name the old port in their env.json.
+    default_port_taken: Option<u16>,
+}
+
 /// Fields left out stay unchanged.
 #[derive(InputObject)]
 pub struct InstanceSettingsInput {
@@ -45,6 +55,16 @@ impl SettingsQuery {
     async fn instance_settings(&self, ctx: &Context<'_>) -> Result<InstanceSettings> {
         let services = services(ctx)?;
         Ok(service::current(services.db()).await.gql()?.into())
+    }
+
+    /// Where units reach the MQTT broker; public, like every unit's env.json.
+    async fn mqtt_broker(&self, ctx: &Context<'_>) -> Result<MqttBroker> {
+        let endpoint = &services(ctx)?.units().endpoint;
+        Ok(MqttBroker {
+            host: endpoint.mqtt_host.clone(),
+            port: endpoint.mqtt_port,
+            default_port_taken: endpoint.mqtt_default_port_taken,
+        })
     }
 }
 

@@ -1,4 +1,7 @@
-//! `POST /graphql` (the API) and `GET /graphql` (GraphiQL).
+//! `POST /graphql` (the API) and `GET /graphql` (GraphiQL, with its files under `/graphql/assets/`).
+//!
+//! GraphiQL comes entirely from this server, pinned versions embedded in the binary
+//! (`backend/assets/graphiql/`), so it works without internet.
 //!
 //! The body is read here rather than by an extractor so that every refusal (oversized, malformed JSON,
 //! batched operations, bad token) answers with a GraphQL-shaped JSON body and a code. Batches are refused:
@@ -7,12 +10,11 @@
 
 use std::net::SocketAddr;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::{ServerError, Value};
 use axum::Json;
 use axum::body::{Body, to_bytes};
-use axum::extract::{ConnectInfo, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
@@ -21,14 +23,71 @@ use super::AppState;
 use crate::graphql::RequestInfo;
 use crate::services::{Actor, users};
 
-pub async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Pepeunit GraphiQL")
-            .finish(),
+pub async fn graphiql() -> Html<&'static str> {
+    Html(include_str!("../../assets/graphiql/index.html"))
+}
+
+/// GraphiQL's files: name, content type, whether the name carries the version (then cached for a year).
+const ASSETS: [(&str, &str, bool, &[u8]); 6] = [
+    (
+        "graphiql-3.8.3.min.js",
+        "text/javascript; charset=utf-8",
+        true,
+        include_bytes!("../../assets/graphiql/graphiql-3.8.3.min.js"),
+    ),
+    (
+        "graphiql-3.8.3.min.css",
+        "text/css; charset=utf-8",
+        true,
+        include_bytes!("../../assets/graphiql/graphiql-3.8.3.min.css"),
+    ),
+    (
+        "react-18.3.1.production.min.js",
+        "text/javascript; charset=utf-8",
+        true,
+        include_bytes!("../../assets/graphiql/react-18.3.1.production.min.js"),
+    ),
+    (
+        "react-dom-18.3.1.production.min.js",
+        "text/javascript; charset=utf-8",
+        true,
+        include_bytes!("../../assets/graphiql/react-dom-18.3.1.production.min.js"),
+    ),
+    (
+        "pepeunit-graphiql.js",
+        "text/javascript; charset=utf-8",
+        false,
+        include_bytes!("../../assets/graphiql/pepeunit-graphiql.js"),
+    ),
+    (
+        "pepeunit-graphiql.css",
+        "text/css; charset=utf-8",
+        false,
+        include_bytes!("../../assets/graphiql/pepeunit-graphiql.css"),
+    ),
+];
+
+/// `GET /graphql/assets/{file}`: one of GraphiQL's files.
+pub async fn graphiql_asset(Path(file): Path<String>) -> Response {
+    let Some((_, content_type, versioned, body)) =
+        ASSETS.iter().find(|(name, ..)| *name == file.as_str())
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    // Ours change with the server, without a new name: the browser asks again each time.
+    let cache = if *versioned {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    (
+        [
+            (CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (CACHE_CONTROL, HeaderValue::from_static(cache)),
+        ],
+        *body,
     )
+        .into_response()
 }
 
 fn refusal(status: StatusCode, code: &str, message: &str) -> Response {

@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/graphql", get(graphql::graphiql).post(graphql::execute))
         .route("/graphql/ws", get(graphql_ws::subscribe))
+        .route("/graphql/assets/{file}", get(graphql::graphiql_asset))
         .route("/mqtt", get(mqtt_ws::upgrade))
         .route("/api/v1/repo_units/{uuid}/webhook", post(webhooks::receive))
         .route("/api/v1/units/env/{uuid}", get(device::env))

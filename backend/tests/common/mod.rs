@@ -120,15 +120,15 @@ impl TestServer {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let mqtt_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind mqtt");
-        let mqtt = mqtt_listener.local_addr().expect("mqtt addr");
         let mut config = db.config();
         // Units' env.json points at this server, so real clients can call it back.
         config.public_url = base.clone();
-        config.mqtt_bind = mqtt;
         adjust(&mut config);
+        // As `serve` does: the address bound (port 0 by default) goes into units' env.json.
+        let mqtt_listener = pepeunit_backend::bind_mqtt(&mut config)
+            .await
+            .expect("bind mqtt");
+        let mqtt = config.mqtt_bind;
         let app = pepeunit_backend::build(config)
             .await
             .expect("server builds")

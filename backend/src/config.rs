@@ -110,6 +110,10 @@ pub struct Config {
     /// Set at start-up when the default MQTT address was taken and the broker fell back to `mqtt_bind`.
     #[serde(skip)]
     pub mqtt_default_taken: Option<SocketAddr>,
+    pub bundle_max_file_bytes: u64,
+    pub bundle_max_total_bytes: u64,
+    pub bundle_concurrency: usize,
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for Config {
@@ -155,6 +159,10 @@ impl Default for Config {
             frontend_dir: PathBuf::from(env!("PEPEUNIT_FRONTEND_DIST")),
             mqtt_bind_explicit: false,
             mqtt_default_taken: None,
+            bundle_max_file_bytes: 32 * 1024 * 1024,
+            bundle_max_total_bytes: 128 * 1024 * 1024,
+            bundle_concurrency: 4,
+            metrics_token: None,
         }
     }
 }
@@ -376,6 +384,31 @@ pub struct ConfigArgs {
     #[arg(long, env = "PEPEUNIT_FRONTEND_DIR", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frontend_dir: Option<PathBuf>,
+
+    /// Largest file a firmware bundle may carry, uncompressed, in bytes [default: 33554432]
+    #[arg(long, env = "PEPEUNIT_BUNDLE_MAX_FILE_BYTES", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle_max_file_bytes: Option<u64>,
+
+    /// Most bytes a firmware bundle may hold, uncompressed, all files together [default: 134217728]
+    #[arg(long, env = "PEPEUNIT_BUNDLE_MAX_TOTAL_BYTES", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle_max_total_bytes: Option<u64>,
+
+    /// Most firmware bundles built at once (downloads and update hashes); others wait up to 30 s [default: 4]
+    #[arg(long, env = "PEPEUNIT_BUNDLE_CONCURRENCY", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle_concurrency: Option<usize>,
+
+    /// Bearer token that opens GET /metrics to any client; without it only loopback clients not behind a proxy may read it [default: none]
+    #[arg(
+        long,
+        env = "PEPEUNIT_METRICS_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
 }
 
 /// Where units reach this instance, as written into their env.json.
@@ -428,6 +461,11 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError(
                 "max_body_bytes (PEPEUNIT_MAX_BODY_BYTES) must be at least 1024".into(),
+            ));
+        }
+        if self.bundle_concurrency == 0 {
+            return Err(ConfigError(
+                "bundle_concurrency (PEPEUNIT_BUNDLE_CONCURRENCY) must be positive".into(),
             ));
         }
         if self.sync_concurrency == 0 || self.sync_check_interval_seconds == 0 {

@@ -28,6 +28,9 @@ pub enum Error {
     Validation(#[from] InvalidValue),
     #[error("{0}")]
     Conflict(String),
+    /// The server is at a capacity limit; the client may retry shortly.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("too many failed attempts; retry in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
     #[error("database error")]
@@ -51,6 +54,7 @@ impl Error {
             Error::Validation(_) => "VALIDATION",
             Error::Conflict(_) => "CONFLICT",
             Error::RateLimited { .. } => "RATE_LIMITED",
+            Error::Unavailable(_) => "UNAVAILABLE",
             Error::Database(_) | Error::Internal(_) => "INTERNAL",
         }
     }
@@ -65,6 +69,7 @@ impl Error {
             Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

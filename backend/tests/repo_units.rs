@@ -727,3 +727,77 @@ async fn the_scheduler_syncs_repos_that_are_due() {
     let RepoEvent::BranchMoved { new, .. } = event;
     assert_eq!(new, commit);
 }
+
+async fn set_clone_url(server: &TestServer, uuid: uuid::Uuid, url: &str) {
+    use pepeunit_backend::entities::repo_units;
+    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+    let row = repo_units::Entity::find_by_id(uuid)
+        .one(server.services.db())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut active = row.into_active_model();
+    active.clone_url = Set(url.to_owned());
+    active.update(server.services.db()).await.unwrap();
+}
+
+/// DNS rebinding: a URL checked when it was stored, whose host now resolves to a loopback address, is
+/// refused when the sync connects, both when the mirror is fetched and when it is cloned again; so is an
+/// IP literal. `localhost` stands for the attacker's name: a host name the transport must resolve itself.
+#[tokio::test]
+async fn a_stored_url_that_now_resolves_to_loopback_is_refused_at_connect_time() {
+    let remotes = tempfile::tempdir().unwrap();
+    let source = SourceRepo::firmware(remotes.path(), "fan");
+    let http = GitHttpServer::start(remotes.path(), None, Duration::ZERO).await;
+    let server = TestServer::start().await;
+    let (alice, token) = server.user("alice").await;
+    let repo = common::insert_repo_unit(
+        server.services.db(),
+        alice.parse().unwrap(),
+        pepeunit_protocol::Visibility::Public,
+    )
+    .await;
+    let rebound = http.url("fan").replace("127.0.0.1", "localhost");
+    set_clone_url(&server, repo, &rebound).await;
+    let sync = "mutation($u: ID!) { syncRepoUnit(uuid: $u) { lastSyncError } }";
+    let refused = |body: &Value| {
+        body["data"]["syncRepoUnit"]["lastSyncError"]
+            .as_str()
+            .is_some_and(|e| e.contains("loopback or private address"))
+    };
+
+    let (_, body) = server.gql(sync, json!({ "u": repo }), Some(&token)).await;
+    assert!(refused(&body), "a fresh clone is refused: {body}");
+    let mirror = server
+        .db
+        .data_dir()
+        .join("repositories")
+        .join(repo.to_string());
+    assert!(!mirror.exists(), "nothing was cloned");
+
+    // A mirror cloned while the name still pointed outside, now fetched again.
+    std::fs::create_dir_all(mirror.parent().unwrap()).unwrap();
+    let old = common::git::git(&source.work, &["rev-parse", "HEAD"]);
+    common::git::git(
+        remotes.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            source.bare.to_str().unwrap(),
+            mirror.to_str().unwrap(),
+        ],
+    );
+    common::git::git(&mirror, &["remote", "set-url", "origin", &rebound]);
+    source.write("main.py", "print('from inside')\n");
+    source.commit("internal only");
+    source.publish();
+    let (_, body) = server.gql(sync, json!({ "u": repo }), Some(&token)).await;
+    assert!(refused(&body), "a fetch is refused: {body}");
+    assert_eq!(common::git::git(&mirror, &["rev-parse", "main"]), old);
+
+    common::git::git(&mirror, &["remote", "set-url", "origin", &http.url("fan")]);
+    let (_, body) = server.gql(sync, json!({ "u": repo }), Some(&token)).await;
+    assert!(refused(&body), "an IP literal is refused: {body}");
+    assert_eq!(common::git::git(&mirror, &["rev-parse", "main"]), old);
+}

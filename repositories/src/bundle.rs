@@ -1,7 +1,8 @@
 //! Firmware bundles: the repository at one commit, as zip, tar or tar.gz, plus generated files.
 //!
-//! Written entry by entry to any `Write` (the server streams it to the client through a bounded
-//! channel), so memory stays bounded by one file. What never reaches an archive: symlinks (they could
+//! Planned first ([`plan_bundle`]: which files, and their sizes from the object headers, checked against
+//! [`BundleLimits`]), then written entry by entry to any `Write` (the server streams it to the client
+//! through a bounded channel), one blob in memory at a time. What never reaches an archive: symlinks (they could
 //! point anywhere on the device), submodules, `.git` entries, names that are `.`/`..` or carry path
 //! separators (a hostile tree), `example`/`examples` folders, and paths matched by the repository's
 //! `.pepeignore` (gitignore syntax).
@@ -96,10 +97,52 @@ pub struct ExtraFile {
 const IGNORE_FILE: &str = ".pepeignore";
 const EXCLUDED_DIRS: [&str; 2] = ["example", "examples"];
 
-struct Entry {
-    path: String,
-    bytes: Vec<u8>,
+struct Entry<'a> {
+    path: &'a str,
+    bytes: &'a [u8],
     executable: bool,
+}
+
+/// How much one bundle may hold, uncompressed. A tiny mirror can hold a huge blob (zeros compress to
+/// nothing) referenced many times, so the limits count blob sizes, not the size of the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BundleLimits {
+    /// The largest file a bundle may carry.
+    pub max_file_bytes: u64,
+    /// The sum of every file in the bundle.
+    pub max_total_bytes: u64,
+}
+
+impl BundleLimits {
+    /// No limit, for tests and tools.
+    pub const NONE: Self = Self {
+        max_file_bytes: u64::MAX,
+        max_total_bytes: u64::MAX,
+    };
+}
+
+/// One repository file on its way into a bundle.
+#[derive(Debug, Clone)]
+struct PlannedFile {
+    path: String,
+    id: Oid,
+    executable: bool,
+}
+
+/// What a bundle of one commit will hold, checked against [`BundleLimits`] before any byte is written.
+#[derive(Debug, Clone)]
+pub struct BundlePlan {
+    mtime: u64,
+    files: Vec<PlannedFile>,
+    extra: Vec<ExtraFile>,
+    total_bytes: u64,
+}
+
+impl BundlePlan {
+    /// The uncompressed size of every file in the bundle.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
 }
 
 fn safe_name(name: &str) -> bool {
@@ -123,19 +166,25 @@ fn ignore_rules(mirror: &Mirror, commit: &str) -> Result<Gitignore, RepoError> {
         .map_err(|e| RepoError::Git(format!("{IGNORE_FILE}: {e}")))
 }
 
-/// Calls `visit` for every file that belongs in the bundle, in tree order.
-fn for_each_file(
+/// Lists every file that belongs in the bundle of `commit`, in tree order, with sizes read from the object
+/// headers (no blob is loaded), and refuses a bundle beyond `limits`.
+pub fn plan_bundle(
     mirror: &Mirror,
     commit: &str,
     extra: &[ExtraFile],
-    mut visit: impl FnMut(Entry) -> Result<(), RepoError>,
-) -> Result<(), RepoError> {
+    limits: BundleLimits,
+) -> Result<BundlePlan, RepoError> {
     let repo = mirror.repository();
-    let id = Oid::from_str(&mirror.resolve(commit)?)?;
+    let commit = mirror.resolve(commit)?;
+    let id = Oid::from_str(&commit)?;
     let tree = repo.find_commit(id)?.tree()?;
-    let rules = ignore_rules(mirror, commit)?;
+    let mtime = mirror.commit_time(&commit)?.max(0) as u64;
+    let rules = ignore_rules(mirror, &commit)?;
+    let odb = repo.odb()?;
+    let mut files = Vec::new();
+    let mut total: u64 = extra.iter().map(|e| e.bytes.len() as u64).sum();
     let mut failure = None;
-    tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
+    let walked = tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
         let Some(name) = entry.name().ok().filter(|n| safe_name(n)) else {
             tracing::warn!(?parent, "bundle: unsafe entry name skipped");
             return TreeWalkResult::Skip;
@@ -165,31 +214,67 @@ fn for_each_file(
         if parent.is_empty() && extra.iter().any(|e| e.path == name) {
             return TreeWalkResult::Ok;
         }
-        let result = repo
-            .find_blob(entry.id())
-            .map_err(RepoError::from)
-            .and_then(|blob| {
-                visit(Entry {
-                    path,
-                    bytes: blob.content().to_vec(),
-                    executable: mode == 0o100755,
-                })
-            });
-        match result {
-            Ok(()) => TreeWalkResult::Ok,
+        let size = match odb.read_header(entry.id()) {
+            Ok((size, _)) => size as u64,
             Err(error) => {
-                failure = Some(error);
-                TreeWalkResult::Abort
+                failure = Some(RepoError::from(error));
+                return TreeWalkResult::Abort;
             }
+        };
+        if size > limits.max_file_bytes {
+            failure = Some(RepoError::BundleTooLarge(format!(
+                "{path} is {size} bytes; a bundle file may have at most {} bytes",
+                limits.max_file_bytes
+            )));
+            return TreeWalkResult::Abort;
         }
-    })?;
+        total = total.saturating_add(size);
+        if total > limits.max_total_bytes {
+            failure = Some(RepoError::BundleTooLarge(format!(
+                "the files add up to more than {} bytes, the most a bundle may hold",
+                limits.max_total_bytes
+            )));
+            return TreeWalkResult::Abort;
+        }
+        files.push(PlannedFile {
+            path,
+            id: entry.id(),
+            executable: mode == 0o100755,
+        });
+        TreeWalkResult::Ok
+    });
+    // An abort makes the walk fail too, with a stale libgit2 message: the recorded cause comes first.
     if let Some(error) = failure {
         return Err(error);
     }
-    for file in extra {
+    walked?;
+    Ok(BundlePlan {
+        mtime,
+        files,
+        extra: extra.to_vec(),
+        total_bytes: total,
+    })
+}
+
+/// Calls `visit` for every file of `plan`, loading one blob at a time.
+fn for_each_file(
+    mirror: &Mirror,
+    plan: &BundlePlan,
+    mut visit: impl FnMut(Entry<'_>) -> Result<(), RepoError>,
+) -> Result<(), RepoError> {
+    let repo = mirror.repository();
+    for file in &plan.files {
+        let blob = repo.find_blob(file.id)?;
         visit(Entry {
-            path: file.path.clone(),
-            bytes: file.bytes.clone(),
+            path: &file.path,
+            bytes: blob.content(),
+            executable: file.executable,
+        })?;
+    }
+    for file in &plan.extra {
+        visit(Entry {
+            path: &file.path,
+            bytes: &file.bytes,
             executable: false,
         })?;
     }
@@ -199,54 +284,63 @@ fn for_each_file(
 fn tar_entries<W: Write>(
     builder: &mut tar::Builder<W>,
     mirror: &Mirror,
-    commit: &str,
-    extra: &[ExtraFile],
-    mtime: u64,
+    plan: &BundlePlan,
 ) -> Result<(), RepoError> {
-    for_each_file(mirror, commit, extra, |entry| {
+    let mtime = plan.mtime;
+    for_each_file(mirror, plan, |entry| {
         let mut header = tar::Header::new_gnu();
         header.set_size(entry.bytes.len() as u64);
         header.set_mode(if entry.executable { 0o755 } else { 0o644 });
         header.set_mtime(mtime);
         header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(&mut header, &entry.path, entry.bytes.as_slice())?;
+        builder.append_data(&mut header, entry.path, entry.bytes)?;
         Ok(())
     })
 }
 
-/// Writes the bundle of `commit` to `out`.
+/// Writes the bundle of `commit` to `out`, if it fits `limits` (checked before anything is written).
 pub fn write_bundle<W: Write>(
     mirror: &Mirror,
     commit: &str,
     format: ArchiveFormat,
     extra: &[ExtraFile],
+    limits: BundleLimits,
     out: W,
 ) -> Result<(), RepoError> {
-    let mtime = mirror.commit_time(commit)?.max(0) as u64;
+    let plan = plan_bundle(mirror, commit, extra, limits)?;
+    write_planned(mirror, &plan, format, out)
+}
+
+/// Writes a bundle planned by [`plan_bundle`] to `out`.
+pub fn write_planned<W: Write>(
+    mirror: &Mirror,
+    plan: &BundlePlan,
+    format: ArchiveFormat,
+    out: W,
+) -> Result<(), RepoError> {
     match format {
         ArchiveFormat::Tar => {
             let mut builder = tar::Builder::new(out);
-            tar_entries(&mut builder, mirror, commit, extra, mtime)?;
+            tar_entries(&mut builder, mirror, plan)?;
             builder.into_inner()?.flush()?;
         }
         ArchiveFormat::CompressedTar(stream) => {
             // ZlibEncoder only drives the `Compress`; the framing is the compressor's own.
             let encoder = ZlibEncoder::new_with_compress(out, stream.compressor());
             let mut builder = tar::Builder::new(encoder);
-            tar_entries(&mut builder, mirror, commit, extra, mtime)?;
+            tar_entries(&mut builder, mirror, plan)?;
             builder.into_inner()?.finish()?.flush()?;
         }
         ArchiveFormat::Zip { level } => {
             let mut zip = zip::ZipWriter::new_stream(out);
             let zip_error = |e: zip::result::ZipError| RepoError::Git(format!("zip: {e}"));
-            for_each_file(mirror, commit, extra, |entry| {
+            for_each_file(mirror, plan, |entry| {
                 let options = zip::write::SimpleFileOptions::default()
                     .compression_method(zip::CompressionMethod::Deflated)
                     .compression_level(Some(i64::from(level.min(9))))
                     .unix_permissions(if entry.executable { 0o755 } else { 0o644 });
-                zip.start_file(entry.path.as_str(), options)
-                    .map_err(zip_error)?;
-                zip.write_all(&entry.bytes)?;
+                zip.start_file(entry.path, options).map_err(zip_error)?;
+                zip.write_all(entry.bytes)?;
                 Ok(())
             })?;
             zip.finish().map_err(zip_error)?;

@@ -4,6 +4,8 @@
 //! - [`mirror`]: cloning and fetching a bare mirror with git2, a size limit enforced while the pack
 //!   downloads, listing branches, tags and commits, and reading files at any revision;
 //! - [`bundle`]: firmware archives (zip, tar, tar.gz) of one commit, safe to unpack on a device;
+//! - [`transport`]: the http, https and git transports libgit2 fetches through, which check every
+//!   address at connect time, speak HTTP with reqwest and rustls, and bound what a remote may send;
 //! - [`check`]: whether a commit is usable for units (`env_example.json` and `schema_example.json`).
 //!
 //! git2 is blocking: callers run these functions on a blocking thread.
@@ -12,8 +14,12 @@ pub mod bundle;
 pub mod check;
 pub mod mirror;
 pub mod remote;
+pub mod transport;
 
-pub use bundle::{ArchiveFormat, DeflateStream, ExtraFile, Framing, write_bundle};
+pub use bundle::{
+    ArchiveFormat, BundleLimits, BundlePlan, DeflateStream, ExtraFile, Framing, plan_bundle,
+    write_bundle, write_planned,
+};
 pub use check::{CommitCheck, check_commit};
 pub use mirror::{BranchMove, CommitInfo, Credentials, Mirror, RefInfo};
 pub use remote::{CloneUrl, RemotePolicy};
@@ -25,6 +31,8 @@ pub enum RepoError {
     UrlRefused(String),
     #[error("the repository is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("the bundle is too large: {0}")]
+    BundleTooLarge(String),
     #[error("the remote refused the credentials")]
     AuthFailed,
     #[error("no such revision: {0}")]

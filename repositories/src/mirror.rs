@@ -6,10 +6,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use git2::{
-    AutotagOption, Cred, CredentialType, ErrorCode, FetchOptions, FetchPrune, ObjectType,
-    RemoteCallbacks, RemoteRedirect, Repository, Sort,
+    AutotagOption, FetchOptions, FetchPrune, ObjectType, RemoteCallbacks, Repository, Sort,
 };
 
+use crate::transport::{FetchContext, with_context};
 use crate::{CloneUrl, RepoError};
 
 const BRANCHES: &str = "+refs/heads/*:refs/heads/*";
@@ -61,12 +61,7 @@ pub struct Mirror {
     path: PathBuf,
 }
 
-fn fetch_options<'a>(
-    credentials: Option<&'a Credentials>,
-    size_limit: Option<u64>,
-    exceeded: &'a Cell<bool>,
-    auth_tried: &'a Cell<bool>,
-) -> FetchOptions<'a> {
+fn fetch_options(size_limit: Option<u64>, exceeded: &Cell<bool>) -> FetchOptions<'_> {
     let mut callbacks = RemoteCallbacks::new();
     callbacks.transfer_progress(move |progress| match size_limit {
         // Checked on every received chunk: an oversized repository is cut off while it downloads.
@@ -76,56 +71,32 @@ fn fetch_options<'a>(
         }
         _ => true,
     });
-    callbacks.credentials(move |_url, _username, allowed| {
-        // libgit2 asks again after a refusal; asking once keeps wrong credentials from looping.
-        match credentials {
-            Some(c)
-                if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) && !auth_tried.get() =>
-            {
-                auth_tried.set(true);
-                Cred::userpass_plaintext(&c.username, &c.password)
-            }
-            _ => {
-                auth_tried.set(true);
-                Err(git2::Error::from_str("authentication required"))
-            }
-        }
-    });
     let mut options = FetchOptions::new();
+    // Credentials, redirects and the address check are the transport's business (crate::transport).
     options
         .remote_callbacks(callbacks)
         .prune(FetchPrune::On)
-        .download_tags(AutotagOption::All)
-        // An off-site redirect could lead a vetted public URL to an internal host.
-        .follow_redirects(RemoteRedirect::None);
+        .download_tags(AutotagOption::All);
     options
 }
 
-fn classify(
-    error: git2::Error,
-    size_limit: Option<u64>,
-    exceeded: bool,
-    auth_tried: bool,
-) -> RepoError {
-    if let (true, Some(limit)) = (exceeded, size_limit) {
-        return RepoError::TooLarge { limit };
+fn classify(error: git2::Error, size_limit: Option<u64>, exceeded: bool) -> RepoError {
+    match (exceeded, size_limit) {
+        (true, Some(limit)) => RepoError::TooLarge { limit },
+        _ => RepoError::from(error),
     }
-    let message = error.message().to_ascii_lowercase();
-    if error.code() == ErrorCode::Auth
-        || (auth_tried && (message.contains("auth") || message.contains("401")))
-    {
-        return RepoError::AuthFailed;
-    }
-    RepoError::from(error)
 }
 
 impl Mirror {
     /// Clones `url` into a new bare mirror at `path`. On any failure nothing is left at `path`.
+    ///
+    /// `allow_local_remotes` is checked again against the addresses the host resolves to now.
     pub fn clone_into(
         path: &Path,
         url: &CloneUrl,
         credentials: Option<&Credentials>,
         size_limit: Option<u64>,
+        allow_local_remotes: bool,
     ) -> Result<Self, RepoError> {
         if path.exists() {
             return Err(RepoError::Io(std::io::Error::new(
@@ -141,7 +112,7 @@ impl Mirror {
                 repo,
                 path: path.to_path_buf(),
             };
-            mirror.fetch(credentials, size_limit)?;
+            mirror.fetch(credentials, size_limit, allow_local_remotes)?;
             Ok(mirror)
         })();
         if result.is_err() {
@@ -173,19 +144,28 @@ impl Mirror {
     }
 
     /// Fetches every branch and tag (deleted ones are pruned) and says which branches moved.
+    ///
+    /// The remote's host is resolved and checked at connect time: unless `allow_local_remotes`, a name
+    /// that now resolves to a loopback or private address is refused (DNS rebinding).
     pub fn fetch(
         &self,
         credentials: Option<&Credentials>,
         size_limit: Option<u64>,
+        allow_local_remotes: bool,
     ) -> Result<Vec<BranchMove>, RepoError> {
         let before = self.branch_heads()?;
         let exceeded = Cell::new(false);
-        let auth_tried = Cell::new(false);
         let mut remote = self.repo.find_remote("origin")?;
-        let mut options = fetch_options(credentials, size_limit, &exceeded, &auth_tried);
-        remote
-            .fetch(&[BRANCHES, TAGS], Some(&mut options), None)
-            .map_err(|e| classify(e, size_limit, exceeded.get(), auth_tried.get()))?;
+        let mut options = fetch_options(size_limit, &exceeded);
+        let context = FetchContext::new(allow_local_remotes, credentials, size_limit);
+        with_context(&context, || {
+            remote.fetch(&[BRANCHES, TAGS], Some(&mut options), None)
+        })
+        .map_err(|e| {
+            context
+                .take_failure()
+                .unwrap_or_else(|| classify(e, size_limit, exceeded.get()))
+        })?;
         drop(options);
         let after = self.branch_heads()?;
         if let Some(default) = self.guess_default_branch(&after) {

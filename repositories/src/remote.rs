@@ -1,8 +1,10 @@
 //! Clone URLs and the policy that keeps the server from being used to reach inside its own network.
 //!
 //! Only `http`, `https` and `git` URLs are accepted, and `file` URLs for admins. A host that resolves to a
-//! loopback, private, link-local, unique-local, carrier-grade NAT, multicast or unspecified address is
-//! refused unless the instance turns on `allow_local_remotes` (for a self-hosted git server on the LAN).
+//! loopback, private, link-local, unique-local, site-local, carrier-grade NAT, multicast or unspecified
+//! address, or to an IPv6 address embedding such an IPv4 address (mapped, IPv4-compatible, NAT64, 6to4,
+//! Teredo), is refused unless the instance turns on `allow_local_remotes` (for a self-hosted git server on
+//! the LAN). The check runs when a URL is stored and again at every connect ([`crate::transport`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
 
@@ -38,12 +40,31 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_internal_v4(v4);
     }
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let embedded =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    // Addresses that carry an IPv4 address inside them reach that address: judge it.
+    if s[..6] == [0, 0, 0, 0, 0, 0] {
+        // IPv4-compatible ::a.b.c.d (deprecated, never a real remote), and :: and ::1.
+        return true;
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return is_internal_v4(embedded(s[6], s[7])); // NAT64, 64:ff9b::/96
+    }
+    if s[0] == 0x2002 {
+        return is_internal_v4(embedded(s[1], s[2])); // 6to4, 2002::/16
+    }
+    let first = s[0];
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64, 64:ff9b:1::/48
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo, 2001::/32: tunnels to an IPv4 address
+        || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation, 2001:db8::/32
+        || (s[0] == 0x100 && s[1..4] == [0, 0, 0]) // discard-only, 100::/64
         || (first & 0xfe00) == 0xfc00 // unique local, fc00::/7
         || (first & 0xffc0) == 0xfe80 // link local, fe80::/10
+        || (first & 0xffc0) == 0xfec0 // site local (deprecated), fec0::/10
 }
 
 /// Whether an address is inside a private network or the machine itself.
@@ -155,7 +176,51 @@ mod tests {
         assert!(CloneUrl::parse("ftp://example.com/repo", open).is_err());
     }
 
+    #[test]
+    fn ipv6_forms_that_reach_internal_addresses_are_internal() {
+        for (ip, internal) in [
+            ("::1", true),
+            ("::", true),
+            ("::127.0.0.1", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:10.0.0.1", true),
+            ("::ffff:8.8.8.8", false),
+            ("64:ff9b::7f00:1", true),
+            ("64:ff9b::a00:1", true),
+            ("64:ff9b::808:808", false),
+            ("64:ff9b:1::1", true),
+            ("fec0::1", true),
+            ("feff::1", true),
+            ("fe80::1", true),
+            ("fd00::1", true),
+            ("2002:7f00:1::", true),
+            ("2002:7f00:1::1", true),
+            ("2002:c0a8:101::1", true),
+            ("2002:808:808::1", false),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", true),
+            ("2001:db8::1", true),
+            ("ff02::1", true),
+            ("2606:4700::1111", false),
+            ("2a00:1450:4001:80b::200e", false),
+        ] {
+            let parsed: Ipv6Addr = ip.parse().unwrap();
+            assert_eq!(is_internal(IpAddr::V6(parsed)), internal, "{ip}");
+        }
+    }
+
     proptest! {
+        /// Any IPv4 address embedded in IPv6 (mapped, NAT64, 6to4) is judged as the IPv4 address itself.
+        #[test]
+        fn embedded_v4_is_judged_as_v4(a in 0u8..=255, b in 0u8..=255, c in 0u8..=255, d in 0u8..=255) {
+            let v4 = Ipv4Addr::new(a, b, c, d);
+            let [hi, lo] = [u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])];
+            let expected = is_internal(IpAddr::V4(v4));
+            prop_assert_eq!(is_internal(IpAddr::V6(v4.to_ipv6_mapped())), expected);
+            prop_assert_eq!(is_internal(IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo))), expected);
+            prop_assert_eq!(is_internal(IpAddr::V6(Ipv6Addr::new(0x2002, hi, lo, 0, 0, 0, 0, 1))), expected);
+            prop_assert!(is_internal(IpAddr::V6(v4.to_ipv6_compatible())));
+        }
+
         #[test]
         fn private_v4_ranges_are_internal(b in 0u8..=255, c in 0u8..=255, d in 0u8..=255) {
             prop_assert!(is_internal(IpAddr::V4(Ipv4Addr::new(10, b, c, d))));

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 
 use git2::{ObjectType, Oid, Repository, Signature};
-use pepeunit_repositories::{ArchiveFormat, DeflateStream, ExtraFile, Mirror, write_bundle};
+use pepeunit_repositories::{
+    ArchiveFormat, BundleLimits, DeflateStream, ExtraFile, Mirror, RepoError, plan_bundle,
+    write_bundle,
+};
 
 fn blob(repo: &Repository, content: &str) -> Oid {
     repo.blob(content.as_bytes()).unwrap()
@@ -129,7 +132,15 @@ fn tar_and_tar_gz_hold_only_safe_regular_files() {
     let dir = tempfile::tempdir().unwrap();
     let mirror = hostile_repo(dir.path());
     let mut tar = Vec::new();
-    write_bundle(&mirror, "main", ArchiveFormat::Tar, &extra(), &mut tar).unwrap();
+    write_bundle(
+        &mirror,
+        "main",
+        ArchiveFormat::Tar,
+        &extra(),
+        BundleLimits::NONE,
+        &mut tar,
+    )
+    .unwrap();
     check(&list_tar(&tar));
 
     // The reference client's unpacking: zlib.decompressobj(wbits=9), a 512-byte window.
@@ -140,6 +151,7 @@ fn tar_and_tar_gz_hold_only_safe_regular_files() {
         "main",
         ArchiveFormat::CompressedTar(device),
         &extra(),
+        BundleLimits::NONE,
         &mut zlib,
     )
     .unwrap();
@@ -156,6 +168,7 @@ fn tar_and_tar_gz_hold_only_safe_regular_files() {
         "main",
         ArchiveFormat::CompressedTar(DeflateStream::gzip()),
         &extra(),
+        BundleLimits::NONE,
         &mut tgz,
     )
     .unwrap();
@@ -172,6 +185,7 @@ fn tar_and_tar_gz_hold_only_safe_regular_files() {
         "main",
         ArchiveFormat::CompressedTar(stream),
         &extra(),
+        BundleLimits::NONE,
         &mut deflate,
     )
     .unwrap();
@@ -192,6 +206,7 @@ fn zip_holds_the_same_files() {
         "main",
         ArchiveFormat::Zip { level: 6 },
         &extra(),
+        BundleLimits::NONE,
         &mut bytes,
     )
     .unwrap();
@@ -207,4 +222,66 @@ fn zip_holds_the_same_files() {
         files.insert(name, (content, file.unix_mode().unwrap_or(0)));
     }
     check(&files);
+}
+
+/// Bundle amplification: a tiny mirror with one big zero blob referenced many times. Its pack is a few
+/// kilobytes, its bundle would be 20 times the blob; the limits refuse it from the object headers, before
+/// a byte is written or a blob is loaded.
+#[test]
+fn a_blob_referenced_many_times_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init_bare(dir.path()).unwrap();
+    let zeros = repo.blob(&vec![0u8; 4 << 20]).unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("zeros-{i:02}.bin")).collect();
+    let entries: Vec<(&str, &str, Oid)> = names
+        .iter()
+        .map(|n| ("100644", n.as_str(), zeros))
+        .collect();
+    let root = raw_tree(&repo, &entries);
+    let signature = Signature::now("Test", "test@example.com").unwrap();
+    repo.commit(
+        Some("refs/heads/main"),
+        &signature,
+        &signature,
+        "amplify",
+        &repo.find_tree(root).unwrap(),
+        &[],
+    )
+    .unwrap();
+    let mirror = Mirror::open(dir.path()).unwrap();
+
+    let limits = BundleLimits {
+        max_file_bytes: 8 << 20,
+        max_total_bytes: 16 << 20,
+    };
+    let mut out = Vec::new();
+    let error = write_bundle(&mirror, "main", ArchiveFormat::Tar, &[], limits, &mut out)
+        .expect_err("80 MiB of files in a 16 MiB bundle");
+    assert!(
+        matches!(&error, RepoError::BundleTooLarge(m) if m.contains("16777216")),
+        "{error}"
+    );
+    assert!(out.is_empty(), "nothing written");
+
+    let small_files = BundleLimits {
+        max_file_bytes: 1 << 20,
+        max_total_bytes: u64::MAX,
+    };
+    let error = plan_bundle(&mirror, "main", &[], small_files).expect_err("a 4 MiB file");
+    assert!(
+        matches!(&error, RepoError::BundleTooLarge(m) if m.contains("zeros-00.bin is 4194304 bytes")),
+        "{error}"
+    );
+
+    let roomy = BundleLimits {
+        max_file_bytes: 4 << 20,
+        max_total_bytes: 80 << 20,
+    };
+    assert_eq!(
+        plan_bundle(&mirror, "main", &[], roomy)
+            .unwrap()
+            .total_bytes(),
+        80 << 20,
+        "exactly at the limits is allowed"
+    );
 }

@@ -42,6 +42,7 @@ struct Inner {
     unit_events: units::events::UnitEvents,
     live: units::live::LiveFeed,
     firmware_hashes: units::bundle::FirmwareHashes,
+    bundle_builds: units::bundle::BundleBuilds,
 }
 
 /// What units are generated with.
@@ -102,6 +103,13 @@ impl Services {
                 unit_events: units::events::UnitEvents::default(),
                 live: units::live::LiveFeed::default(),
                 firmware_hashes: units::bundle::FirmwareHashes::default(),
+                bundle_builds: units::bundle::BundleBuilds::new(
+                    pepeunit_repositories::BundleLimits {
+                        max_file_bytes: config.bundle_max_file_bytes,
+                        max_total_bytes: config.bundle_max_total_bytes,
+                    },
+                    config.bundle_concurrency,
+                ),
             }),
         })
     }
@@ -147,6 +155,10 @@ impl Services {
     }
 
     /// SHA-256 of firmware archives already computed, by repo_unit and commit.
+    pub fn bundle_builds(&self) -> &units::bundle::BundleBuilds {
+        &self.inner.bundle_builds
+    }
+
     pub fn firmware_hashes(&self) -> &units::bundle::FirmwareHashes {
         &self.inner.firmware_hashes
     }

@@ -154,8 +154,9 @@ pub async fn sync(services: &Services, uuid: Uuid) -> Result<repo_units::Model> 
     let limit = size_limit_for(services, row.creator_uuid).await?;
     let path = services.repos().mirror_path(uuid);
     let url = row.clone_url.clone();
+    let allow_local = services.repos().allow_local_remotes;
     let outcome = tokio::task::spawn_blocking(move || {
-        fetch_or_reclone(&path, &url, credentials.as_ref(), limit)
+        fetch_or_reclone(&path, &url, credentials.as_ref(), limit, allow_local)
     })
     .await
     .map_err(Error::internal)?;
@@ -196,12 +197,21 @@ fn fetch_or_reclone(
     url: &str,
     credentials: Option<&Credentials>,
     limit: Option<u64>,
+    allow_local: bool,
 ) -> std::result::Result<Vec<BranchMove>, RepoError> {
+    // The stored URL passed the address check when it was created; the transport checks the address
+    // its host resolves to now, at connect time (a name may since point inside the network).
     if path.exists() {
-        Mirror::open(path)?.fetch(credentials, limit)
+        Mirror::open(path)?.fetch(credentials, limit, allow_local)
     } else {
         // A data dir restored without its mirrors: clone again, every branch counts as moved.
-        let mirror = Mirror::clone_into(path, &CloneUrl::trusted(url)?, credentials, limit)?;
+        let mirror = Mirror::clone_into(
+            path,
+            &CloneUrl::trusted(url)?,
+            credentials,
+            limit,
+            allow_local,
+        )?;
         Ok(mirror
             .branches()?
             .into_iter()

@@ -89,6 +89,9 @@ pub(crate) fn remote_error(error: RepoError) -> Error {
             ),
         ),
         RepoError::AuthFailed => invalid("credentials", "the remote refused these credentials"),
+        RepoError::BundleTooLarge(message) => {
+            invalid("bundle", format!("the bundle is too large: {message}"))
+        }
         RepoError::UnknownRevision(rev) => {
             invalid("revision", format!("no branch, tag or commit {rev:?}"))
         }
@@ -162,10 +165,16 @@ pub async fn create(
     };
     let (clone_path, clone_url, clone_credentials) =
         (path.clone(), url.clone(), credentials.clone());
+    let allow_local = services.repos().allow_local_remotes;
     let default_branch = form.default_branch.clone();
     let default_branch = blocking(move || {
-        let mirror =
-            Mirror::clone_into(&clone_path, &clone_url, clone_credentials.as_ref(), limit)?;
+        let mirror = Mirror::clone_into(
+            &clone_path,
+            &clone_url,
+            clone_credentials.as_ref(),
+            limit,
+            allow_local,
+        )?;
         match default_branch {
             Some(branch) => mirror
                 .resolve(&format!("refs/heads/{branch}"))

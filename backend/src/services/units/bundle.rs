@@ -7,11 +7,15 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use pepeunit_repositories::{
-    ArchiveFormat, DeflateStream, ExtraFile, Mirror, RepoError, write_bundle,
+    ArchiveFormat, BundleLimits, DeflateStream, ExtraFile, Mirror, RepoError, plan_bundle,
+    write_bundle, write_planned,
 };
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::entities::units;
 use crate::error::{Error, Result};
@@ -20,6 +24,37 @@ use crate::services::units::{env::StoredEnv, schema_json};
 
 const CHUNK: usize = 64 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// How long a download waits for one of the `bundle_concurrency` builds before it is refused.
+const BUILD_WAIT: Duration = Duration::from_secs(30);
+
+/// What bundles may hold and how many are built at once: each build holds at most one blob (up to
+/// `bundle_max_file_bytes`) in memory, so memory stays bounded by the two together.
+pub struct BundleBuilds {
+    limits: BundleLimits,
+    permits: Arc<Semaphore>,
+}
+
+impl BundleBuilds {
+    pub fn new(limits: BundleLimits, concurrency: usize) -> Self {
+        Self {
+            limits,
+            permits: Arc::new(Semaphore::new(concurrency)),
+        }
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit> {
+        match tokio::time::timeout(BUILD_WAIT, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                tracing::warn!("bundle refused: every build slot stayed busy");
+                Err(Error::Unavailable(
+                    "too many firmware bundles are being built; retry in a minute".into(),
+                ))
+            }
+        }
+    }
+}
 
 /// A bundle on its way: the file name to offer and the chunks as they are written.
 pub struct BundleStream {
@@ -174,19 +209,40 @@ pub async fn firmware_sha256(services: &Services, unit: &units::Model) -> Result
         return Ok(hash);
     }
     let mirror = services.repos().mirror_path(unit.repo_unit_uuid);
+    let builds = services.bundle_builds();
+    let limits = builds.limits;
+    let permit = builds.permit().await?;
     let hash = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut hasher = HashWriter(Sha256::new());
         Mirror::open(&mirror)
             .and_then(|mirror| {
-                write_bundle(&mirror, &commit, device_default_format(), &[], &mut hasher)
+                write_bundle(
+                    &mirror,
+                    &commit,
+                    device_default_format(),
+                    &[],
+                    limits,
+                    &mut hasher,
+                )
             })
             .map(|()| hex::encode(hasher.0.finalize()))
     })
     .await
     .map_err(Error::internal)?
-    .map_err(Error::internal)?;
+    .map_err(bundle_error)?;
     services.firmware_hashes().put(key, hash.clone());
     Ok(hash)
+}
+
+fn bundle_error(error: RepoError) -> Error {
+    match error {
+        RepoError::BundleTooLarge(_) => {
+            tracing::warn!(%error, "bundle refused");
+            crate::services::repo_units::remote_error(error)
+        }
+        other => Error::internal(other),
+    }
 }
 
 struct HashWriter(Sha256);
@@ -218,15 +274,28 @@ pub async fn stream(
     if !unit_files {
         extra.clear();
     }
+    let builds = services.bundle_builds();
+    let limits = builds.limits;
+    let permit = builds.permit().await?;
+    // Planned (and refused if too large) before the response starts, so the client gets a clear error
+    // rather than a broken download.
+    let (path, plan) = tokio::task::spawn_blocking(move || {
+        let plan = plan_bundle(&Mirror::open(&path)?, &commit, &extra, limits)?;
+        Ok::<_, RepoError>((path, plan))
+    })
+    .await
+    .map_err(Error::internal)?
+    .map_err(bundle_error)?;
     let (sender, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let unit_uuid = unit.uuid;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut writer = ChannelWriter {
             buffer: Vec::with_capacity(CHUNK),
             sender: sender.clone(),
         };
         let result = Mirror::open(&path)
-            .and_then(|mirror| write_bundle(&mirror, &commit, format, &extra, &mut writer))
+            .and_then(|mirror| write_planned(&mirror, &plan, format, &mut writer))
             .and_then(|()| writer.flush().map_err(RepoError::from));
         if let Err(error) = result {
             tracing::warn!(unit = %unit_uuid, %error, "bundle aborted");

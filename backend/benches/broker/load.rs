@@ -120,13 +120,18 @@ pub struct Sent {
 }
 
 /// Connects `who` as publisher number `index`.
+///
+/// `queue` bounds the publishes waiting in the client behind a full in-flight window: small for a flat-out
+/// load (its latency is then the broker's, not the client's queue), larger for a paced one (a device that
+/// falls behind queues too, and that wait is part of what its user sees).
 pub async fn connect(
     port: u16,
     index: u32,
     who: Identity,
     inflight: u16,
+    queue: usize,
 ) -> Result<Connected, String> {
-    let (client, mut events) = AsyncClient::new(options(port, &who, inflight), 1024);
+    let (client, mut events) = AsyncClient::new(options(port, &who, inflight), queue);
     connack(&mut events).await?;
     Ok(Connected {
         index,
@@ -254,8 +259,9 @@ pub async fn publish(
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = Instant::now();
-        if driver.is_finished() && !sender.is_finished() {
-            // Cut off and not reconnecting: whatever it still queues goes nowhere.
+        if !sender.is_finished() && (driver.is_finished() || now >= drain) {
+            // Cut off and not reconnecting, or stuck behind a broker that stopped acknowledging: what it
+            // still queues goes nowhere, and the wait stays bounded.
             sender.abort();
         }
         if !sender.is_finished() {

@@ -295,7 +295,12 @@ async fn measure(
             .filter(|(_, pace)| pace.qos != QoS::AtMostOnce)
             .map(|(who, _)| who.topic.clone())
             .collect();
-        match load::Subscriber::start(broker.port, broker.subscriber.clone(), topics, epoch) {
+        let (port, who) = (broker.port, broker.subscriber.clone());
+        let started =
+            tokio::task::spawn_blocking(move || load::Subscriber::start(port, who, topics, epoch))
+                .await
+                .unwrap();
+        match started {
             Ok(s) => Some(s),
             Err(error) => {
                 out.subscriber_error = Some(error);
@@ -309,12 +314,13 @@ async fn measure(
     // Connect everyone first (50 at a time), then start them all together.
     let gate = Arc::new(Semaphore::new(50));
     let mut connecting = Vec::new();
-    for (index, (who, _)) in load.iter().enumerate() {
+    for (index, (who, pace)) in load.iter().enumerate() {
         let (gate, who, port, inflight) =
             (gate.clone(), who.clone(), broker.port, settings.inflight);
+        let queue = if pace.rate.is_none() { 16 } else { 1024 };
         connecting.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.unwrap();
-            load::connect(port, index as u32, who, inflight).await
+            load::connect(port, index as u32, who, inflight, queue).await
         }));
     }
     let mut connected = Vec::new();
@@ -345,10 +351,18 @@ async fn measure(
         })
     });
     let mut tasks = Vec::new();
-    for (conn, (_, pace)) in connected.into_iter().zip(&load) {
+    let paced = load.iter().filter(|(_, p)| p.rate.is_some()).count().max(1);
+    for (index, (conn, (_, pace))) in connected.into_iter().zip(&load).enumerate() {
         let pace = *pace;
+        // Paced publishers start spread over one period, so their messages interleave instead of
+        // arriving in bursts of N.
+        let offset = pace.rate.map_or(Duration::ZERO, |rate| {
+            Duration::from_secs_f64((index % paced) as f64 / paced as f64 / rate)
+        });
         tasks.push(conn.map(|conn| {
-            tokio::spawn(async move { load::publish(conn, pace, epoch, start, stop, drain).await })
+            tokio::spawn(async move {
+                load::publish(conn, pace, epoch, start + offset, stop, drain).await
+            })
         }));
     }
     for task in tasks {

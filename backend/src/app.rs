@@ -47,6 +47,7 @@ pub struct App {
     state: AppState,
     sync_check_interval: std::time::Duration,
     broker: Broker,
+    http_limits: http::server::Limits,
     mqtt_bind: SocketAddr,
     mqtt_listener: Option<TcpListener>,
     /// MQTT over TLS, when a certificate is configured: the acceptor, the address, a listener given by tests.
@@ -72,7 +73,12 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     let secrets = InstanceSecrets::load_or_create(&config)?;
     let services = Services::new(&config, db, secrets)?;
     let unit_events = services.unit_events().subscribe();
-    let broker = Broker::new(services.clone());
+    let counters = crate::limits::LimitCounters::default();
+    let broker = Broker::new(
+        services.clone(),
+        crate::broker::Limits::from_config(&config, counters.clone()),
+    );
+    let http_limits = http::server::Limits::from_config(&config, counters.clone());
     let schema: PepeunitSchema = build_schema(&config, services.clone());
     tracing::info!(database = db::backend_name(services.db()), "database ready");
     Ok(App {
@@ -80,13 +86,14 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             broker: broker.clone(),
             services,
             schema,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::with_limits(&counters)),
             max_body_bytes: config.max_body_bytes,
             trust_forwarded_for: config.trust_forwarded_for,
             frontend_dir: Arc::new(config.frontend_dir.clone()),
         },
         sync_check_interval: std::time::Duration::from_secs(config.sync_check_interval_seconds),
         broker,
+        http_limits,
         mqtt_bind: config.mqtt_bind,
         mqtt_listener: None,
         mqtt_tls,
@@ -247,12 +254,7 @@ impl App {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "listening");
         }
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        http::server::serve(listener, router, self.http_limits, shutdown).await;
         scheduler.abort();
         followers.abort();
         log_purge.abort();

@@ -102,6 +102,17 @@ pub struct Config {
     pub unit_log_lines_per_minute: u32,
     pub unit_log_lines_kept: u64,
     pub database_sqlite_synchronous: SqliteSync,
+    pub http_max_connections: usize,
+    pub http_max_connections_per_ip: usize,
+    pub http_header_read_timeout_seconds: u64,
+    pub mqtt_max_connections: usize,
+    pub mqtt_max_connections_per_ip: usize,
+    pub mqtt_subscriber_queue: usize,
+    pub mqtt_slow_subscriber_timeout_seconds: u64,
+    pub mqtt_max_inflight: u16,
+    pub mqtt_publish_rate: u32,
+    pub mqtt_publish_burst: u32,
+    pub mqtt_publish_bytes_per_second: u64,
     pub frontend_dir: PathBuf,
     /// Whether `mqtt_bind` came from the file, the environment or a flag rather than the default: only the
     /// default port may fall back to a free one when it is taken (see [`crate::app::bind_mqtt`]).
@@ -155,6 +166,17 @@ impl Default for Config {
             unit_log_lines_per_minute: 600,
             unit_log_lines_kept: 10_000,
             database_sqlite_synchronous: SqliteSync::Full,
+            http_max_connections: 10_000,
+            http_max_connections_per_ip: 256,
+            http_header_read_timeout_seconds: 10,
+            mqtt_max_connections: 50_000,
+            mqtt_max_connections_per_ip: 1_024,
+            mqtt_subscriber_queue: 1_024,
+            mqtt_slow_subscriber_timeout_seconds: 10,
+            mqtt_max_inflight: 64,
+            mqtt_publish_rate: 100,
+            mqtt_publish_burst: 1_000,
+            mqtt_publish_bytes_per_second: 1_048_576,
             // Where this checkout's build script puts the web app (see frontend-build/).
             frontend_dir: PathBuf::from(env!("PEPEUNIT_FRONTEND_DIST")),
             mqtt_bind_explicit: false,
@@ -379,6 +401,64 @@ pub struct ConfigArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_sqlite_synchronous: Option<SqliteSync>,
+    /// Most open HTTP connections; more are closed at once (0 = no cap) [default: 10000]
+    #[arg(long, env = "PEPEUNIT_HTTP_MAX_CONNECTIONS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_max_connections: Option<usize>,
+
+    /// Most open HTTP connections from one client address (0 = no cap) [default: 256]
+    #[arg(long, env = "PEPEUNIT_HTTP_MAX_CONNECTIONS_PER_IP", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_max_connections_per_ip: Option<usize>,
+
+    /// Seconds a client has to send a request's headers, also how long an idle keep-alive connection stays open [default: 10]
+    #[arg(long, env = "PEPEUNIT_HTTP_HEADER_READ_TIMEOUT_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_header_read_timeout_seconds: Option<u64>,
+
+    /// Most open MQTT connections over TCP, TLS and WebSocket; more are closed at once (0 = no cap) [default: 50000]
+    #[arg(long, env = "PEPEUNIT_MQTT_MAX_CONNECTIONS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_max_connections: Option<usize>,
+
+    /// Most open MQTT connections from one client address (0 = no cap) [default: 1024]
+    #[arg(long, env = "PEPEUNIT_MQTT_MAX_CONNECTIONS_PER_IP", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_max_connections_per_ip: Option<usize>,
+
+    /// Messages queued for one subscribing connection before routing waits for it [default: 1024]
+    #[arg(long, env = "PEPEUNIT_MQTT_SUBSCRIBER_QUEUE", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_subscriber_queue: Option<usize>,
+
+    /// Seconds a subscriber's full queue may block a delivery before that subscriber is disconnected [default: 10]
+    #[arg(
+        long,
+        env = "PEPEUNIT_MQTT_SLOW_SUBSCRIBER_TIMEOUT_SECONDS",
+        global = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_slow_subscriber_timeout_seconds: Option<u64>,
+
+    /// QoS 1 deliveries to one connection awaiting its PUBACK (MQTT 5 clients may ask for fewer) [default: 64]
+    #[arg(long, env = "PEPEUNIT_MQTT_MAX_INFLIGHT", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_max_inflight: Option<u16>,
+
+    /// Sustained PUBLISH packets per second one connection may send (0 = no limit) [default: 100]
+    #[arg(long, env = "PEPEUNIT_MQTT_PUBLISH_RATE", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_publish_rate: Option<u32>,
+
+    /// PUBLISH packets one connection may send at once above the sustained rate [default: 1000]
+    #[arg(long, env = "PEPEUNIT_MQTT_PUBLISH_BURST", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_publish_burst: Option<u32>,
+
+    /// Sustained PUBLISH payload bytes per second one connection may send, with a burst of four seconds' worth (0 = no limit) [default: 1048576]
+    #[arg(long, env = "PEPEUNIT_MQTT_PUBLISH_BYTES_PER_SECOND", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_publish_bytes_per_second: Option<u64>,
 
     /// Directory of the built web app served at `/` [default: where this build put it]
     #[arg(long, env = "PEPEUNIT_FRONTEND_DIR", global = true)]
@@ -474,6 +554,15 @@ impl Config {
             ));
         }
         self.public_endpoint()?;
+        if self.http_header_read_timeout_seconds == 0
+            || self.mqtt_slow_subscriber_timeout_seconds == 0
+            || self.mqtt_subscriber_queue == 0
+            || self.mqtt_max_inflight == 0
+        {
+            return Err(ConfigError(
+                "http_header_read_timeout_seconds, mqtt_slow_subscriber_timeout_seconds, mqtt_subscriber_queue and mqtt_max_inflight must be positive".into(),
+            ));
+        }
         if self.mqtt_tls_cert.is_some() != self.mqtt_tls_key.is_some() {
             return Err(ConfigError(
                 "mqtt_tls_cert (PEPEUNIT_MQTT_TLS_CERT) and mqtt_tls_key (PEPEUNIT_MQTT_TLS_KEY) go together"

@@ -13,6 +13,7 @@ pub mod entities;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod limits;
 pub mod secrets;
 pub mod services;
 pub mod telemetry;

@@ -344,9 +344,15 @@ async fn commands_fire_on_each_trigger_and_the_update_flow_completes() {
         .gql(status, json!({ "u": unit.uuid }), Some(&fx.token))
         .await;
     assert_eq!(body["data"]["unit"]["updateStatus"], "pending", "{body}");
-    // A unit connecting later still gets the pending update.
-    let late = unit.connect(&fx).await;
-    let mut late = late;
+    // A unit connecting later still gets the pending update; its new session takes over the old one.
+    let mut late = unit.connect(&fx).await;
+    loop {
+        match mqtt.next(Duration::from_secs(5)).await {
+            Some(Seen::Closed(_)) => break,
+            Some(_) => {}
+            None => panic!("the older session stays open"),
+        }
+    }
     late.subscribe(&unit.base(&fx, "input_base_topic", "update"))
         .await;
     assert_eq!(
@@ -355,13 +361,13 @@ async fn commands_fire_on_each_trigger_and_the_update_flow_completes() {
     );
 
     let state = json!({ "millis": 10, "mem_free": 1000, "pu_commit_version": v2 }).to_string();
-    mqtt.publish(
+    late.publish(
         &unit.base(&fx, "output_base_topic", "state"),
         &state,
         QoS::AtLeastOnce,
     )
     .await;
-    mqtt.publish(
+    late.publish(
         &unit.base(&fx, "output_base_topic", "log"),
         r#"[{"level": "Info", "text": "updated"}]"#,
         QoS::AtLeastOnce,
@@ -744,4 +750,23 @@ async fn a_blocked_creators_units_are_disconnected_and_refused() {
         connect(&fx.server, &unit.uuid, &unit.token).await.err(),
         Some(ConnectReturnCode::BadUserNamePassword)
     );
+}
+
+#[tokio::test]
+async fn clearing_the_retained_update_on_a_token_change_delivers_nothing_to_the_unit() {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Updater").await;
+    let mut mqtt = unit.connect(&fx).await;
+    mqtt.subscribe(&unit.base(&fx, "input_base_topic", "update"))
+        .await;
+    mqtt.quiet().await;
+    fx.server
+        .gql(
+            "mutation($u: ID!) { regenerateUnitToken(uuid: $u) }",
+            json!({ "u": unit.uuid }),
+            Some(&fx.token),
+        )
+        .await;
+    // An empty `update` would read as "update now" to the reference client: only the close may arrive.
+    mqtt.closed().await;
 }

@@ -24,6 +24,8 @@ pub struct Connect {
     pub client_id: String,
     pub username: Option<String>,
     pub has_will: bool,
+    /// MQTT 5: most QoS 1 deliveries the client takes unacknowledged (its Receive Maximum).
+    pub receive_maximum: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub enum DecodeError {
     TooLarge(usize),
     #[error("malformed packet: {0}")]
     Malformed(&'static str),
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
     #[error("unsupported packet type {0}")]
     Unsupported(u8),
     #[error("i/o: {0}")]
@@ -152,8 +156,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len > max {
         return Err(DecodeError::TooLarge(len));
     }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).await?;
+    // The buffer grows with the bytes that actually arrive: a length announced but never sent costs nothing.
+    let mut body = Vec::with_capacity(len.min(4096));
+    let read = (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if read < len {
+        return Err(DecodeError::Closed);
+    }
     Ok((first, body))
 }
 
@@ -169,7 +180,11 @@ pub fn decode(first: u8, body: &[u8], version: Version) -> Result<Packet, Decode
                 return Err(DecodeError::Malformed("QoS 3"));
             }
             let topic = r.string()?;
-            let packet_id = if qos > 0 { Some(r.u16()?) } else { None };
+            let packet_id = if qos > 0 {
+                Some(nonzero_packet_id(&mut r)?)
+            } else {
+                None
+            };
             if version == Version::V5 {
                 r.skip_properties()?;
             }
@@ -190,7 +205,7 @@ pub fn decode(first: u8, body: &[u8], version: Version) -> Result<Packet, Decode
             if flags != 0x02 {
                 return Err(DecodeError::Malformed("reserved flags"));
             }
-            let packet_id = r.u16()?;
+            let packet_id = nonzero_packet_id(&mut r)?;
             if version == Version::V5 {
                 r.skip_properties()?;
             }
@@ -201,6 +216,9 @@ pub fn decode(first: u8, body: &[u8], version: Version) -> Result<Packet, Decode
                 let filter = r.string()?;
                 if subscribe {
                     let options = r.u8()?;
+                    if options & 0x03 == 3 {
+                        return Err(DecodeError::Malformed("QoS 3"));
+                    }
                     filters.push((filter, options & 0x03));
                 } else {
                     names.push(filter);
@@ -238,9 +256,11 @@ fn decode_connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
         return Err(DecodeError::Malformed("reserved connect flag"));
     }
     let keep_alive = r.u16()?;
-    if version == Version::V5 {
-        r.skip_properties()?;
-    }
+    let receive_maximum = if version == Version::V5 {
+        connect_receive_maximum(r)?
+    } else {
+        None
+    };
     let client_id = r.string()?;
     let has_will = flags & 0x04 != 0;
     if has_will {
@@ -265,7 +285,54 @@ fn decode_connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
         client_id,
         username,
         has_will,
+        receive_maximum,
     })
+}
+
+/// A packet id where one is required: MQTT forbids 0 (3.1.1 §2.3.1, 5.0 §2.2.1).
+fn nonzero_packet_id(r: &mut Reader<'_>) -> Result<u16, DecodeError> {
+    match r.u16()? {
+        0 => Err(DecodeError::Protocol("packet id 0")),
+        id => Ok(id),
+    }
+}
+
+/// Reads CONNECT properties, keeping Receive Maximum (0 is a protocol error, MQTT 5 §3.1.2.11.3).
+fn connect_receive_maximum(r: &mut Reader<'_>) -> Result<Option<u16>, DecodeError> {
+    let len = r.varint()?;
+    let mut props = Reader {
+        bytes: r.take(len)?,
+    };
+    let mut receive_maximum = None;
+    while !props.bytes.is_empty() {
+        match props.varint()? {
+            0x11 | 0x27 => {
+                props.take(4)?;
+            }
+            0x21 => match props.u16()? {
+                0 => return Err(DecodeError::Protocol("receive maximum 0")),
+                n => receive_maximum = Some(n),
+            },
+            0x22 => {
+                props.u16()?;
+            }
+            0x17 | 0x19 => {
+                props.u8()?;
+            }
+            0x26 => {
+                props.string()?;
+                props.string()?;
+            }
+            0x15 => {
+                props.string()?;
+            }
+            0x16 => {
+                props.binary()?;
+            }
+            _ => return Err(DecodeError::Malformed("unknown CONNECT property")),
+        }
+    }
+    Ok(receive_maximum)
 }
 
 fn push_varint(out: &mut Vec<u8>, mut value: usize) {
@@ -316,18 +383,69 @@ pub fn connack(version: Version, refusal: Option<Refusal>) -> Vec<u8> {
     };
     match version {
         Version::V3 => frame(0x20, &[0, code]),
-        Version::V5 => frame(0x20, &[0, code, 0]),
+        Version::V5 if refusal.is_some() => frame(0x20, &[0, code, 0]),
+        Version::V5 => {
+            // What this broker does not offer, so MQTT 5 clients need not find out by being disconnected:
+            // Maximum QoS 1, no wildcard, subscription-identifier or shared subscriptions, the largest
+            // packet it reads. Topic Alias Maximum is absent, which means 0 (no aliases).
+            let max_packet = u32::try_from(super::MAX_PACKET).unwrap_or(u32::MAX);
+            let mut props = vec![0x24, 1, 0x28, 0, 0x29, 0, 0x2a, 0, 0x27];
+            props.extend_from_slice(&max_packet.to_be_bytes());
+            let mut body = vec![0, code];
+            push_varint(&mut body, props.len());
+            body.extend_from_slice(&props);
+            frame(0x20, &body)
+        }
     }
 }
 
+/// MQTT 5 reason codes the broker closes a connection with (DISCONNECT, §3.14.2.1).
+pub mod reason {
+    /// Closed without a DISCONNECT from the broker (the client left, or MQTT 3).
+    pub const NONE: u8 = 0;
+    pub const MALFORMED_PACKET: u8 = 0x81;
+    pub const PROTOCOL_ERROR: u8 = 0x82;
+    pub const NOT_AUTHORIZED: u8 = 0x87;
+    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8d;
+    pub const SESSION_TAKEN_OVER: u8 = 0x8e;
+    pub const PACKET_TOO_LARGE: u8 = 0x95;
+    pub const MESSAGE_RATE_TOO_HIGH: u8 = 0x96;
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
+    pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
+    pub const QOS_NOT_SUPPORTED: u8 = 0x9b;
+}
+
+/// An MQTT 5 DISCONNECT with `reason`.
+pub fn disconnect(reason: u8) -> Vec<u8> {
+    frame(0xe0, &[reason, 0])
+}
+
 pub fn publish(version: Version, topic: &str, payload: &[u8], retain: bool) -> Vec<u8> {
-    let mut body = Vec::with_capacity(topic.len() + payload.len() + 3);
+    publish_with_id(version, topic, payload, retain, None)
+}
+
+/// A PUBLISH at QoS 1 when `packet_id` is given, else QoS 0.
+pub fn publish_with_id(
+    version: Version,
+    topic: &str,
+    payload: &[u8],
+    retain: bool,
+    packet_id: Option<u16>,
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(topic.len() + payload.len() + 5);
     push_string(&mut body, topic);
+    if let Some(id) = packet_id {
+        body.extend_from_slice(&id.to_be_bytes());
+    }
     if version == Version::V5 {
         body.push(0);
     }
     body.extend_from_slice(payload);
-    frame(if retain { 0x31 } else { 0x30 }, &body)
+    let mut first = if retain { 0x31 } else { 0x30 };
+    if packet_id.is_some() {
+        first |= 0x02;
+    }
+    frame(first, &body)
 }
 
 pub fn ack(kind: u8, packet_id: u16) -> Vec<u8> {
@@ -429,12 +547,15 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_packets_are_refused() {
-        let cases: [&[u8]; 5] = [
-            &[0x82, 3, 0, 1, 0],          // SUBSCRIBE with a truncated filter
+        let cases: [&[u8]; 8] = [
+            &[0x82, 3, 0, 1, 0],             // SUBSCRIBE with a truncated filter
             &[0x80, 5, 0, 1, 0, 1, b'a'], // SUBSCRIBE with wrong reserved flags (then truncated options)
             &[0x36, 4, 0, 1, b'a', 0],    // PUBLISH with QoS 3
             &[0x30, 4, 0, 2, 0xff, 0xfe], // topic not UTF-8
             &[0xf0, 0],                   // AUTH: unsupported
+            &[0x32, 5, 0, 1, b'a', 0, 0], // PUBLISH QoS 1 with packet id 0
+            &[0x82, 6, 0, 0, 0, 1, b'a', 1], // SUBSCRIBE with packet id 0
+            &[0x82, 6, 0, 1, 0, 1, b'a', 3], // SUBSCRIBE asking QoS 3
         ];
         for bytes in cases {
             assert!(roundtrip(bytes, Version::V3).await.is_err(), "{bytes:?}");

@@ -11,8 +11,11 @@
 //! What the broker offers the rest of the server is [`MessageBus`]: publish a message and disconnect a
 //! unit. An external clustered broker (EMQX with HTTP auth and ACL hooks) can implement the same two calls.
 //!
-//! Deliveries to units are QoS 0 (SUBACK grants QoS 0); commands and input values are retained, so a unit
-//! that reconnects gets the latest, and retained messages are rebuilt from the database at start.
+//! Deliveries are at the QoS the subscriber asked for, at most 1 (QoS 1 with an in-flight window settled by
+//! the unit's PUBACKs). A delivery is never dropped while its subscriber is connected: a full queue slows
+//! the publisher, and a subscriber whose queue stays full past a timeout is disconnected (MQTT 5 reason
+//! 0x97), counted in `/metrics`. Commands and input values are retained, so a unit that reconnects gets
+//! the latest, and retained messages are rebuilt from the database at start.
 
 pub mod acl;
 pub mod codec;
@@ -26,13 +29,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use uuid::Uuid;
 
+use crate::config::Config;
+use crate::limits::{Admitted, ConnectionCap, LimitCounters};
 use crate::services::Services;
-use codec::Version;
 
 /// The two things the server asks of a broker.
 pub trait MessageBus: Send + Sync {
@@ -44,12 +50,89 @@ pub trait MessageBus: Send + Sync {
 
 /// Most bytes of one packet from a unit.
 pub const MAX_PACKET: usize = 256 * 1024;
-/// Messages queued for one slow subscriber before new ones are dropped for it.
-const QUEUE: usize = 1024;
+/// Most bytes of a CONNECT, the only packet read before the client is authenticated: a unit's CONNECT
+/// (uuid, token, a will at most) is a few hundred bytes, so an anonymous client cannot make us hold more.
+pub const MAX_CONNECT: usize = 4 * 1024;
+
+/// The broker's limits, from the configuration.
+pub struct Limits {
+    pub connections: ConnectionCap,
+    pub subscriber_queue: usize,
+    pub slow_subscriber_timeout: Duration,
+    pub max_inflight: u16,
+    pub publish_rate: u32,
+    pub publish_burst: u32,
+    pub publish_bytes_per_second: u64,
+    pub counters: LimitCounters,
+}
+
+impl Limits {
+    pub fn from_config(config: &Config, counters: LimitCounters) -> Self {
+        Self {
+            connections: ConnectionCap::new(
+                "mqtt_connections",
+                config.mqtt_max_connections,
+                config.mqtt_max_connections_per_ip,
+                counters.clone(),
+            ),
+            subscriber_queue: config.mqtt_subscriber_queue,
+            slow_subscriber_timeout: Duration::from_secs(
+                config.mqtt_slow_subscriber_timeout_seconds,
+            ),
+            max_inflight: config.mqtt_max_inflight,
+            publish_rate: config.mqtt_publish_rate,
+            publish_burst: config.mqtt_publish_burst,
+            publish_bytes_per_second: config.mqtt_publish_bytes_per_second,
+            counters,
+        }
+    }
+}
+
+/// A message on its way to one subscriber; the connection's writer encodes it (with a packet id at QoS 1).
+pub(crate) struct Delivery {
+    topic: Arc<str>,
+    payload: Arc<[u8]>,
+    qos: u8,
+    retain: bool,
+}
 
 struct Subscriber {
-    version: Version,
-    queue: mpsc::Sender<Vec<u8>>,
+    /// The QoS granted for this subscription (0 or 1).
+    qos: u8,
+    deliveries: mpsc::Sender<Delivery>,
+    conn: Arc<session::Conn>,
+}
+
+/// Deliveries that did not fit their subscriber's queue at once: the publisher waits for room (back-pressure)
+/// rather than drop them, up to the slow-subscriber timeout, after which that subscriber is disconnected.
+#[derive(Default)]
+#[must_use = "a backlog holds messages still to deliver"]
+pub(crate) struct Backlog(Vec<(mpsc::Sender<Delivery>, Arc<session::Conn>, Delivery)>);
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Waits until each delivery is queued or its subscriber is cut off as too slow.
+    async fn deliver(self, broker: &Broker) {
+        // One deadline for the whole backlog, so several slow subscribers cost one timeout, not one each.
+        let deadline = tokio::time::Instant::now() + broker.limits.slow_subscriber_timeout;
+        for (queue, conn, delivery) in self.0 {
+            if tokio::time::timeout_at(deadline, queue.send(delivery))
+                .await
+                .is_err()
+                && conn.close(codec::reason::QUOTA_EXCEEDED)
+            {
+                broker.limits.counters.slow_subscriber(&format_args!(
+                    "subscriber {} did not read its queue of {} messages for {:?}; disconnected",
+                    conn.unit,
+                    broker.limits.subscriber_queue,
+                    broker.limits.slow_subscriber_timeout
+                ));
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -57,8 +140,8 @@ struct Router {
     /// topic → connection id → subscriber.
     subscriptions: RwLock<HashMap<String, HashMap<u64, Subscriber>>>,
     retained: RwLock<HashMap<String, Vec<u8>>>,
-    /// unit → connection id → the signal that closes it.
-    connections: Mutex<HashMap<Uuid, HashMap<u64, Arc<Notify>>>>,
+    /// unit → connection id → the connection (to close it).
+    connections: Mutex<HashMap<Uuid, HashMap<u64, Arc<session::Conn>>>>,
     next_connection: AtomicU64,
     /// Bumped whenever any unit's permissions may have changed; connections reload theirs when it moves.
     acl_generation: AtomicU64,
@@ -85,7 +168,7 @@ impl Router {
         self.retained.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn connections(&self) -> MutexGuard<'_, HashMap<Uuid, HashMap<u64, Arc<Notify>>>> {
+    fn connections(&self) -> MutexGuard<'_, HashMap<Uuid, HashMap<u64, Arc<session::Conn>>>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -96,15 +179,17 @@ pub struct Broker {
     router: Arc<Router>,
     services: Services,
     ingestor: ingest::Ingestor,
+    limits: Arc<Limits>,
 }
 
 impl Broker {
-    pub fn new(services: Services) -> Self {
+    pub fn new(services: Services, limits: Limits) -> Self {
         let ingestor = ingest::Ingestor::start(services.clone());
         Self {
             router: Arc::new(Router::default()),
             services,
             ingestor,
+            limits: Arc::new(limits),
         }
     }
 
@@ -121,9 +206,13 @@ impl Broker {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
+                    // Over the cap the socket is closed at once: nothing is read or allocated for it.
+                    let Some(admitted) = self.admit(peer) else {
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let broker = self.clone();
-                    tokio::spawn(async move { session::run(broker, stream, peer).await });
+                    tokio::spawn(async move { session::run(broker, stream, peer, admitted).await });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "mqtt accept failed");
@@ -133,12 +222,27 @@ impl Broker {
         }
     }
 
-    /// Serves one connection over any byte stream.
+    /// Serves one connection over any byte stream, if the connection caps admit it.
     pub async fn serve_stream<S>(&self, stream: S, peer: SocketAddr)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     {
-        session::run(self.clone(), stream, peer).await;
+        if let Some(admitted) = self.admit(peer) {
+            self.serve_admitted(stream, peer, admitted).await;
+        }
+    }
+
+    /// Takes a place under the MQTT connection caps for a client at `peer`.
+    pub(crate) fn admit(&self, peer: SocketAddr) -> Option<Admitted> {
+        self.limits.connections.admit(peer.ip())
+    }
+
+    /// Serves one connection that already holds its place under the caps.
+    pub(crate) async fn serve_admitted<S>(&self, stream: S, peer: SocketAddr, admitted: Admitted)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        session::run(self.clone(), stream, peer, admitted).await;
     }
 
     pub(crate) fn services(&self) -> &Services {
@@ -154,30 +258,53 @@ impl Broker {
         }
     }
 
-    /// Sends `payload` to every subscriber of `topic`.
-    fn route(&self, topic: &str, payload: &[u8], retain: bool) {
+    /// Queues `payload` for every subscriber of `topic`; what does not fit a full queue comes back as a
+    /// backlog for the caller to wait on. An empty retained payload only clears the retained message: it
+    /// is never delivered (a unit would read an empty command as a command).
+    fn route(&self, topic: &str, payload: &[u8], retain: bool) -> Backlog {
         if retain {
             self.retain(topic, payload.to_vec());
+            if payload.is_empty() {
+                return Backlog::default();
+            }
         }
         let subscriptions = self.router.subscriptions();
         let Some(subscribers) = subscriptions.get(topic) else {
-            return;
+            return Backlog::default();
         };
-        let (mut v3, mut v5) = (None, None);
+        let topic: Arc<str> = topic.into();
+        let payload: Arc<[u8]> = payload.into();
+        let mut backlog = Backlog::default();
         for subscriber in subscribers.values() {
-            let bytes = match subscriber.version {
-                Version::V3 => {
-                    v3.get_or_insert_with(|| codec::publish(Version::V3, topic, payload, false))
-                }
-                Version::V5 => {
-                    v5.get_or_insert_with(|| codec::publish(Version::V5, topic, payload, false))
-                }
+            let delivery = Delivery {
+                topic: topic.clone(),
+                payload: payload.clone(),
+                qos: subscriber.qos,
+                retain: false,
             };
-            if subscriber.queue.try_send(bytes.clone()).is_err() {
-                // A subscriber that cannot keep up loses QoS 0 messages rather than slowing everyone.
-                tracing::debug!(topic, "message dropped for a slow subscriber");
+            match subscriber.deliveries.try_send(delivery) {
+                Ok(()) | Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(delivery)) => backlog.0.push((
+                    subscriber.deliveries.clone(),
+                    subscriber.conn.clone(),
+                    delivery,
+                )),
             }
         }
+        backlog
+    }
+
+    /// Routes and waits for room in full queues: the publisher is slowed, nothing is dropped.
+    async fn route_all(&self, topic: &str, payload: &[u8], retain: bool) {
+        let backlog = self.route(topic, payload, retain);
+        if !backlog.is_empty() {
+            backlog.deliver(self).await;
+        }
+    }
+
+    /// The counters of hit limits.
+    pub fn limit_counters(&self) -> &LimitCounters {
+        &self.limits.counters
     }
 
     /// Marks every connection's permissions stale.
@@ -211,14 +338,18 @@ impl Broker {
 
 impl MessageBus for Broker {
     fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
-        self.route(topic, payload, retain);
+        let backlog = self.route(topic, payload, retain);
+        if !backlog.is_empty() {
+            let broker = self.clone();
+            tokio::spawn(async move { backlog.deliver(&broker).await });
+        }
     }
 
     fn disconnect(&self, unit: Uuid) {
         let connections = self.router.connections();
         if let Some(open) = connections.get(&unit) {
-            for signal in open.values() {
-                signal.notify_one();
+            for conn in open.values() {
+                conn.close(codec::reason::ADMINISTRATIVE_ACTION);
             }
         }
     }

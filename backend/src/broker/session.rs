@@ -1,25 +1,76 @@
 //! One unit's MQTT connection: CONNECT with the unit's token, then every packet authorized.
+//!
+//! Three tasks serve a connection: the reader (this module's `run`, which parses and authorizes), the
+//! completer (routes and acknowledges each QoS 1 publish once it is committed, in order) and the writer
+//! (the only one that touches the socket's write side: acknowledgements, deliveries with their packet ids
+//! and in-flight window, and the closing DISCONNECT). Closing goes through [`Conn::close`], which every task
+//! watches, so a connection can be closed from anywhere (a newer session, a slow queue, a revoked token)
+//! with an MQTT 5 reason code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::acl::{self, Acl};
-use super::codec::{self, DecodeError, Packet, Refusal, Version};
+use super::codec::{self, DecodeError, Packet, Refusal, Version, reason};
 use super::ingest::Item;
-use super::{Broker, MAX_PACKET, QUEUE, Subscriber};
+use super::{Broker, Delivery, MAX_CONNECT, MAX_PACKET, Subscriber};
+use crate::limits::Admitted;
 use crate::services::units::device::{self, DeviceCaller};
 use crate::services::units::live::LiveEvent;
 
 /// How long a client has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Acknowledgements and replies queued for the writer; the reader waits when it is full.
+const CONTROL_QUEUE: usize = 64;
+/// The read buffer: a few small packets per read; larger packets are read straight into their own buffer.
+const READ_BUFFER: usize = 1024;
+/// How long the writer tries to say goodbye (DISCONNECT, then FIN) to a client that may not be reading.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Why a session ended, for the log.
+/// One open connection, as the rest of the broker sees it: who it is and how to close it.
+pub(crate) struct Conn {
+    pub(crate) unit: Uuid,
+    /// `Some(reason)` once closing; the first reason wins.
+    closed: watch::Sender<Option<u8>>,
+}
+
+impl Conn {
+    fn new(unit: Uuid) -> Self {
+        Self {
+            unit,
+            closed: watch::Sender::new(None),
+        }
+    }
+
+    /// Asks the connection to close with an MQTT 5 reason; true if this call closed it.
+    pub(crate) fn close(&self, code: u8) -> bool {
+        self.closed.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(code);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    async fn closing(&self) {
+        let mut watch = self.closed.subscribe();
+        let _ = watch.wait_for(Option::is_some).await;
+    }
+
+    fn reason(&self) -> u8 {
+        self.closed.borrow().unwrap_or(reason::NONE)
+    }
+}
+
+/// Why a session ended, for the log and the DISCONNECT reason.
 #[derive(Debug)]
 enum End {
     Clean,
@@ -27,19 +78,59 @@ enum End {
     Violation(String),
     Protocol(DecodeError),
     KeepAlive,
+    QosNotSupported,
+    RateLimited(&'static str),
 }
 
-/// Serves one connection, over TCP or any other byte stream (MQTT over WebSocket).
-pub async fn run<S>(broker: Broker, stream: S, peer: SocketAddr)
+impl End {
+    fn reason(&self) -> u8 {
+        match self {
+            End::Clean => reason::NONE,
+            End::Kicked => reason::NONE,
+            End::Violation(_) => reason::NOT_AUTHORIZED,
+            End::Protocol(DecodeError::TooLarge(_)) => reason::PACKET_TOO_LARGE,
+            End::Protocol(DecodeError::Protocol(_) | DecodeError::Unsupported(_)) => {
+                reason::PROTOCOL_ERROR
+            }
+            End::Protocol(_) => reason::MALFORMED_PACKET,
+            End::KeepAlive => reason::KEEP_ALIVE_TIMEOUT,
+            End::QosNotSupported => reason::QOS_NOT_SUPPORTED,
+            End::RateLimited("mqtt_publish_rate") => reason::MESSAGE_RATE_TOO_HIGH,
+            End::RateLimited(_) => reason::QUOTA_EXCEEDED,
+        }
+    }
+}
+
+/// What the reader and completer hand the writer.
+enum Control {
+    /// An encoded packet (CONNACK, PUBACK, SUBACK, ...).
+    Packet(Vec<u8>),
+    /// The unit acknowledged the QoS 1 delivery with this packet id.
+    Settled(u16),
+}
+
+/// Serves one connection, over TCP or any other byte stream (MQTT over WebSocket), holding its place
+/// under the connection caps until it ends.
+pub async fn run<S>(broker: Broker, stream: S, peer: SocketAddr, admitted: Admitted)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let _admitted = admitted;
     let (read, mut write) = tokio::io::split(stream);
-    let mut reader = BufReader::new(read);
+    let mut reader = BufReader::with_capacity(READ_BUFFER, read);
+    // Before authentication only a small CONNECT is read, so anonymous clients hold little memory.
     let first =
-        tokio::time::timeout(CONNECT_TIMEOUT, codec::read_frame(&mut reader, MAX_PACKET)).await;
-    let Ok(Ok((byte, body))) = first else {
-        return;
+        tokio::time::timeout(CONNECT_TIMEOUT, codec::read_frame(&mut reader, MAX_CONNECT)).await;
+    let (byte, body) = match first {
+        Ok(Ok(frame)) => frame,
+        Ok(Err(DecodeError::TooLarge(len))) => {
+            broker.limits.counters.hit(
+                "mqtt_connect_bytes",
+                &format_args!("{peer} announced a {len}-byte first packet"),
+            );
+            return;
+        }
+        _ => return,
     };
     let connect = match codec::decode(byte, &body, Version::V3) {
         Ok(Packet::Connect(connect)) => connect,
@@ -70,30 +161,51 @@ where
         .router
         .next_connection
         .fetch_add(1, Ordering::Relaxed);
-    let kick = Arc::new(Notify::new());
-    broker
-        .router
-        .connections()
-        .entry(unit)
-        .or_default()
-        .insert(id, kick.clone());
-    let (queue, mut outgoing) = mpsc::channel::<Vec<u8>>(QUEUE);
-    let _ = queue.try_send(codec::connack(version, None));
-    let writer = tokio::spawn(async move {
-        while let Some(bytes) = outgoing.recv().await {
-            if write.write_all(&bytes).await.is_err() {
-                break;
-            }
+    let conn = Arc::new(Conn::new(unit));
+    {
+        // A new session with the unit's client id takes over: older ones are closed (MQTT 3.1.1
+        // §3.1.4-2, MQTT 5 reason 0x8E). Under the lock, so of simultaneous sessions exactly one stays.
+        let mut connections = broker.router.connections();
+        let open = connections.entry(unit).or_default();
+        for (_, older) in open.drain() {
+            older.close(reason::SESSION_TAKEN_OVER);
         }
-        let _ = write.shutdown().await;
-    });
+        open.insert(id, conn.clone());
+    }
+    // CONNACK goes first whatever happens next (even a newer session taking this one over at once).
+    if tokio::time::timeout(
+        GOODBYE_TIMEOUT,
+        write.write_all(&codec::connack(version, None)),
+    )
+    .await
+    .map_or(true, |written| written.is_err())
+    {
+        conn.close(reason::NONE);
+    }
+    let (control, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
+    let (deliveries, deliveries_rx) = mpsc::channel::<Delivery>(broker.limits.subscriber_queue);
+    let window = usize::from(
+        broker
+            .limits
+            .max_inflight
+            .min(connect.receive_maximum.unwrap_or(u16::MAX)),
+    );
+    let writer = tokio::spawn(write_loop(
+        write,
+        version,
+        control_rx,
+        deliveries_rx,
+        conn.clone(),
+        window,
+    ));
     tracing::debug!(%unit, %peer, "mqtt connected");
     broker
         .services()
         .live()
         .send(LiveEvent::Presence { unit, online: true });
-    let (completions, pending) = mpsc::channel(QUEUE);
-    let completer = tokio::spawn(complete(broker.clone(), pending, queue.clone()));
+    let (completions, pending) = mpsc::channel(CONTROL_QUEUE);
+    let completer = tokio::spawn(complete(broker.clone(), pending, control.clone()));
+    let limits = &broker.limits;
     let mut session = Session {
         broker: broker.clone(),
         completions,
@@ -102,28 +214,50 @@ where
         version,
         acl,
         generation: broker.router.acl_generation.load(Ordering::SeqCst),
-        queue,
+        control,
+        deliveries,
+        conn: conn.clone(),
         subscribed: Vec::new(),
+        messages: Bucket::new(
+            f64::from(limits.publish_rate),
+            f64::from(limits.publish_burst.max(1)),
+        ),
+        bytes: Bucket::new(
+            limits.publish_bytes_per_second as f64,
+            // Four seconds' worth, and always room for one packet of the largest size.
+            (limits.publish_bytes_per_second as f64 * 4.0).max(MAX_PACKET as f64),
+        ),
     };
     // A keep-alive of k seconds allows 1.5 k of silence; 0 turns the check off.
     let idle = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    let end = session.serve(&mut reader, &kick, idle).await;
+    let end = session.serve(&mut reader, idle).await;
     match &end {
         End::Violation(what) => {
             tracing::warn!(%unit, %peer, what, "mqtt connection closed: not allowed")
         }
         End::Protocol(error) => tracing::debug!(%unit, %error, "mqtt connection closed"),
+        End::RateLimited(limit) => broker.limits.counters.hit(
+            limit,
+            &format_args!("unit {unit} published over its budget; disconnected"),
+        ),
         other => tracing::debug!(%unit, ?other, "mqtt connection closed"),
     }
-    session.cleanup();
+    if !matches!(end, End::Clean) {
+        conn.close(end.reason());
+    }
+    let still_online = session.cleanup();
     drop(session);
+    // Publishes already read are still routed and acknowledged if the client left cleanly.
     let _ = completer.await;
-    broker.services().live().send(LiveEvent::Presence {
-        unit,
-        online: false,
-    });
+    conn.close(reason::NONE);
     let _ = writer.await;
+    if !still_online {
+        broker.services().live().send(LiveEvent::Presence {
+            unit,
+            online: false,
+        });
+    }
 }
 
 /// A CONNECT is a unit's: client id = unit uuid, username = its current token.
@@ -140,31 +274,147 @@ async fn authenticate(broker: &Broker, connect: &codec::Connect) -> Result<Uuid,
     }
 }
 
-/// A publish handed to the writer, to route and acknowledge once committed.
+/// Writes everything the connection sends. Deliveries wait while `window` QoS 1 messages are unsettled,
+/// so a unit that stops acknowledging fills its queue and is then cut off as too slow, never silently
+/// skipped.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut write: W,
+    version: Version,
+    mut control: mpsc::Receiver<Control>,
+    mut deliveries: mpsc::Receiver<Delivery>,
+    conn: Arc<Conn>,
+    window: usize,
+) {
+    let mut inflight: Vec<u16> = Vec::new();
+    let mut last_id: u16 = 0;
+    // What is left of a packet the writer was in the middle of when the connection was closed.
+    let unfinished: Vec<u8> = loop {
+        let bytes = tokio::select! {
+            biased;
+            () = conn.closing() => break Vec::new(),
+            next = control.recv() => match next {
+                Some(Control::Packet(bytes)) => bytes,
+                Some(Control::Settled(id)) => {
+                    inflight.retain(|&i| i != id);
+                    continue;
+                }
+                None => break Vec::new(),
+            },
+            next = deliveries.recv(), if inflight.len() < window => match next {
+                Some(delivery) => {
+                    let packet_id = (delivery.qos > 0).then(|| {
+                        // Ids cycle through 1..=65535, skipping those still in flight.
+                        loop {
+                            last_id = last_id.checked_add(1).unwrap_or(1);
+                            if !inflight.contains(&last_id) {
+                                break last_id;
+                            }
+                        }
+                    });
+                    if let Some(id) = packet_id {
+                        inflight.push(id);
+                    }
+                    codec::publish_with_id(
+                        version,
+                        &delivery.topic,
+                        &delivery.payload,
+                        delivery.retain,
+                        packet_id,
+                    )
+                }
+                None => break Vec::new(),
+            },
+        };
+        // Written piece by piece so that a close in the middle knows what is left: a DISCONNECT may only
+        // follow a whole packet.
+        let mut rest = &bytes[..];
+        let mut interrupted = false;
+        while !rest.is_empty() {
+            tokio::select! {
+                biased;
+                () = conn.closing() => {
+                    interrupted = true;
+                    break;
+                }
+                written = write.write(rest) => match written {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => rest = &rest[n..],
+                },
+            }
+        }
+        if interrupted {
+            break rest.to_vec();
+        }
+    };
+    let code = conn.reason();
+    let goodbye = async {
+        write.write_all(&unfinished).await?;
+        if version == Version::V5 && code != reason::NONE {
+            write.write_all(&codec::disconnect(code)).await?;
+        }
+        write.shutdown().await
+    };
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye).await;
+}
+
+/// A publish handed to the completer, to route and acknowledge once committed.
 struct Pending {
     committed: tokio::sync::oneshot::Receiver<bool>,
     topic: String,
     payload: Vec<u8>,
-    ack: Option<Vec<u8>>,
+    ack: Vec<u8>,
 }
 
-/// Publishes of one connection in arrival order: each is routed and acknowledged after its commit. An
-/// uncommitted one is neither (a QoS 1 sender retries; a QoS 0 value is lost, as QoS 0 allows).
+/// QoS 1 publishes of one connection in arrival order: each is routed and acknowledged after its commit.
+/// An uncommitted one is neither (the sender retries).
 async fn complete(
     broker: Broker,
     mut pending: mpsc::Receiver<Pending>,
-    queue: mpsc::Sender<Vec<u8>>,
+    control: mpsc::Sender<Control>,
 ) {
     while let Some(p) = pending.recv().await {
         if !p.committed.await.unwrap_or(false) {
             continue;
         }
         // A unit's retain flag is not honoured: what others see of its outputs is the stored value.
-        broker.route(&p.topic, &p.payload, false);
-        if let Some(ack) = p.ack
-            && queue.send(ack).await.is_err()
-        {
+        broker.route_all(&p.topic, &p.payload, false).await;
+        if control.send(Control::Packet(p.ack)).await.is_err() {
             return;
+        }
+    }
+}
+
+/// A token bucket: `rate` per second sustained, `capacity` at once; a rate of 0 never refuses.
+struct Bucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, capacity: f64) -> Self {
+        Self {
+            rate,
+            capacity,
+            tokens: capacity,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, n: f64) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.capacity);
+        self.at = now;
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
         }
     }
 }
@@ -177,15 +427,18 @@ struct Session {
     version: Version,
     acl: Acl,
     generation: u64,
-    queue: mpsc::Sender<Vec<u8>>,
+    control: mpsc::Sender<Control>,
+    deliveries: mpsc::Sender<Delivery>,
+    conn: Arc<Conn>,
     subscribed: Vec<String>,
+    messages: Bucket,
+    bytes: Bucket,
 }
 
 impl Session {
     async fn serve<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut BufReader<R>,
-        kick: &Notify,
         idle: Option<Duration>,
     ) -> End {
         loop {
@@ -200,7 +453,7 @@ impl Session {
                 }
             };
             let (first, body) = tokio::select! {
-                () = kick.notified() => return End::Kicked,
+                () = self.conn.closing() => return End::Kicked,
                 frame = frame => match frame {
                     Err(()) => return End::KeepAlive,
                     Ok(Err(DecodeError::Closed)) => return End::Clean,
@@ -212,34 +465,44 @@ impl Session {
                 Ok(packet) => packet,
                 Err(error) => return End::Protocol(error),
             };
-            match packet {
-                Packet::Publish(publish) => {
-                    if let Some(end) = self.publish(publish).await {
-                        return end;
-                    }
-                }
+            drop(body);
+            let end = match packet {
+                Packet::Publish(publish) => self.publish(publish).await,
                 Packet::Subscribe { packet_id, filters } => {
-                    if let Some(end) = self.subscribe(packet_id, filters).await {
-                        return end;
-                    }
+                    self.subscribe(packet_id, filters).await
                 }
                 Packet::Unsubscribe { packet_id, filters } => {
                     self.unsubscribe(&filters);
                     self.send(codec::unsuback(self.version, packet_id, filters.len()))
-                        .await;
+                        .await
                 }
-                Packet::PubRel(packet_id) => self.send(codec::ack(7, packet_id)).await,
+                Packet::PubAck(packet_id) => self.control(Control::Settled(packet_id)).await,
                 Packet::PingReq => self.send(codec::pingresp()).await,
-                Packet::Disconnect => return End::Clean,
-                // Deliveries are QoS 0, so acknowledgements from the unit have nothing to settle.
-                Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {}
-                Packet::Connect(_) => return End::Violation("a second CONNECT".into()),
+                Packet::Disconnect => Some(End::Clean),
+                // QoS 2 is refused before any PUBREC, so its other packets can only be a protocol error.
+                Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => Some(End::Protocol(
+                    DecodeError::Protocol("QoS 2 flow without a QoS 2 publish"),
+                )),
+                Packet::Connect(_) => {
+                    Some(End::Protocol(DecodeError::Protocol("a second CONNECT")))
+                }
+            };
+            if let Some(end) = end {
+                return end;
             }
         }
     }
 
-    async fn send(&self, bytes: Vec<u8>) {
-        let _ = self.queue.send(bytes).await;
+    async fn send(&self, bytes: Vec<u8>) -> Option<End> {
+        self.control(Control::Packet(bytes)).await
+    }
+
+    /// Hands `item` to the writer; waits while its queue is full, unless the connection closes.
+    async fn control(&self, item: Control) -> Option<End> {
+        tokio::select! {
+            sent = self.control.send(item) => sent.err().map(|_| End::Kicked),
+            () = self.conn.closing() => Some(End::Kicked),
+        }
     }
 
     /// Reloads permissions when anything changed since they were read.
@@ -259,6 +522,16 @@ impl Session {
     }
 
     async fn publish(&mut self, publish: codec::Publish) -> Option<End> {
+        if publish.qos > 1 {
+            // The broker offers QoS 0 and 1 (CONNACK says Maximum QoS 1 to MQTT 5 clients).
+            return Some(End::QosNotSupported);
+        }
+        if !self.messages.take(1.0) {
+            return Some(End::RateLimited("mqtt_publish_rate"));
+        }
+        if !self.bytes.take(publish.payload.len() as f64) {
+            return Some(End::RateLimited("mqtt_publish_bytes"));
+        }
         self.fresh_acl().await;
         let Some(&sink) = self.acl.publish.get(&publish.topic) else {
             return Some(End::Violation(format!("publish to {}", publish.topic)));
@@ -269,25 +542,22 @@ impl Session {
             payload: publish.payload.clone(),
             at: chrono::Utc::now(),
         };
-        if publish.qos == 0 {
+        let Some(packet_id) = publish.packet_id else {
             // Nothing is acknowledged at QoS 0, so nothing waits for the commit: routed now, stored in
             // the same order by the writer.
-            self.broker.route(&publish.topic, &publish.payload, false);
+            self.broker
+                .route_all(&publish.topic, &publish.payload, false)
+                .await;
             drop(self.broker.ingestor.submit(item).await);
             return None;
-        }
-        let committed = self.broker.ingestor.submit(item).await;
-        let ack = match (publish.qos, publish.packet_id) {
-            (1, Some(id)) => Some(codec::ack(4, id)),
-            (2, Some(id)) => Some(codec::ack(5, id)),
-            _ => None,
         };
-        // Reading goes on; the completion task routes and acknowledges in order, each after its commit.
+        let committed = self.broker.ingestor.submit(item).await;
+        // Reading goes on; the completer routes and acknowledges in order, each after its commit.
         let pending = Pending {
             committed,
             topic: publish.topic,
             payload: publish.payload,
-            ack,
+            ack: codec::ack(4, packet_id),
         };
         if self.completions.send(pending).await.is_err() {
             return Some(End::Clean);
@@ -303,14 +573,17 @@ impl Session {
         {
             return Some(End::Violation(format!("subscribe to {denied}")));
         }
+        // QoS 2 requests are granted QoS 1, the most this broker delivers at.
+        let granted: Vec<u8> = filters.iter().map(|(_, qos)| (*qos).min(1)).collect();
         {
             let mut subscriptions = self.broker.router.subscriptions_mut();
-            for (filter, _) in &filters {
+            for ((filter, _), &qos) in filters.iter().zip(&granted) {
                 subscriptions.entry(filter.clone()).or_default().insert(
                     self.id,
                     Subscriber {
-                        version: self.version,
-                        queue: self.queue.clone(),
+                        qos,
+                        deliveries: self.deliveries.clone(),
+                        conn: self.conn.clone(),
                     },
                 );
                 if !self.subscribed.contains(filter) {
@@ -318,19 +591,36 @@ impl Session {
                 }
             }
         }
-        let codes = vec![0u8; filters.len()];
-        self.send(codec::suback(self.version, packet_id, &codes))
-            .await;
-        let retained: Vec<(String, Vec<u8>)> = {
+        if let Some(end) = self
+            .send(codec::suback(self.version, packet_id, &granted))
+            .await
+        {
+            return Some(end);
+        }
+        let retained: Vec<(String, Vec<u8>, u8)> = {
             let retained = self.broker.router.retained();
             filters
                 .iter()
-                .filter_map(|(f, _)| retained.get(f).map(|p| (f.clone(), p.clone())))
+                .zip(&granted)
+                .filter_map(|((f, _), &qos)| retained.get(f).map(|p| (f.clone(), p.clone(), qos)))
                 .collect()
         };
-        for (topic, payload) in retained {
-            self.send(codec::publish(self.version, &topic, &payload, true))
-                .await;
+        for (topic, payload, qos) in retained {
+            let delivery = Delivery {
+                topic: topic.into(),
+                payload: payload.into(),
+                qos,
+                retain: true,
+            };
+            // After the SUBACK (the writer takes control packets first), waiting for room like any
+            // other delivery.
+            let sent = tokio::select! {
+                sent = self.deliveries.send(delivery) => sent.is_ok(),
+                () = self.conn.closing() => false,
+            };
+            if !sent {
+                return Some(End::Kicked);
+            }
         }
         None
     }
@@ -348,7 +638,8 @@ impl Session {
         }
     }
 
-    fn cleanup(&mut self) {
+    /// Forgets the connection; true when the unit still has another one open (it was taken over).
+    fn cleanup(&mut self) -> bool {
         let filters = std::mem::take(&mut self.subscribed);
         self.unsubscribe(&filters);
         let mut connections = self.broker.router.connections();
@@ -356,7 +647,10 @@ impl Session {
             open.remove(&self.id);
             if open.is_empty() {
                 connections.remove(&self.unit);
+                return false;
             }
+            return true;
         }
+        false
     }
 }

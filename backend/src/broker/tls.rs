@@ -64,13 +64,17 @@ pub async fn serve(broker: Broker, listener: TcpListener, acceptor: TlsAcceptor)
                 continue;
             }
         };
+        // The cap is taken before the handshake, which is where an anonymous client costs the most.
+        let Some(admitted) = broker.admit(peer) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (broker, acceptor) = (broker.clone(), acceptor.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream))
                 .await
             {
-                Ok(Ok(tls)) => broker.serve_stream(tls, peer).await,
+                Ok(Ok(tls)) => broker.serve_admitted(tls, peer, admitted).await,
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "mqtt tls handshake failed"),
                 Err(_) => tracing::debug!(%peer, "mqtt tls handshake timed out"),
             }

@@ -65,6 +65,15 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The registry with the counters of hit limits as well.
+    pub fn with_limits(counters: &crate::limits::LimitCounters) -> Self {
+        let mut metrics = Self::new();
+        counters.register(&mut metrics.registry);
+        metrics
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

@@ -7,6 +7,7 @@ mod graphql_ws;
 mod health;
 pub mod metrics;
 mod mqtt_ws;
+pub mod server;
 mod webhooks;
 
 use std::net::{IpAddr, SocketAddr};

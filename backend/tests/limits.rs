@@ -1,0 +1,529 @@
+//! Limits and protocol rules at the connection layer, driven by raw sockets as an attacker (or a broken
+//! device) would: connection caps and timeouts, slow subscribers, publish budgets, session takeover and
+//! the MQTT packets the broker must refuse.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::mqtt::{MqttUnit, Seen, connect};
+use common::units::{Fixture, node};
+use rumqttc::QoS;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+struct Device {
+    uuid: String,
+    token: String,
+    unit: Value,
+}
+
+async fn device(fx: &Fixture, name: &str) -> Device {
+    let unit = fx.create_unit(&fx.token, json!({ "name": name })).await;
+    let uuid = unit["uuid"].as_str().unwrap().to_owned();
+    let token = fx.unit_token(&uuid).await;
+    Device { uuid, token, unit }
+}
+
+impl Device {
+    fn topic(&self, name: &str) -> String {
+        node(&self.unit, name)["topic"].as_str().unwrap().to_owned()
+    }
+
+    fn node(&self, name: &str) -> String {
+        node(&self.unit, name)["uuid"].as_str().unwrap().to_owned()
+    }
+
+    async fn connect(&self, fx: &Fixture) -> MqttUnit {
+        connect(&fx.server, &self.uuid, &self.token).await.unwrap()
+    }
+}
+
+async fn link(fx: &Fixture, output: &str, input: &str) {
+    let (_, body) = fx
+        .server
+        .gql(
+            "mutation($o: ID!, $i: ID!) { createLink(outputUuid: $o, inputUuid: $i) { uuid } }",
+            json!({ "o": output, "i": input }),
+            Some(&fx.token),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+}
+
+/// A TCP connection from another loopback address than the test's own clients, so per-address caps
+/// filled by it leave 127.0.0.1 alone.
+async fn from_other_address(to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind("127.0.0.2:0".parse().unwrap())?;
+    socket.connect(to).await
+}
+
+/// Reads until the peer closes; true if it did within `wait`.
+async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    tokio::time::timeout(wait, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// The value of a counter line in `/metrics`, 0 when absent.
+async fn metric(fx: &Fixture, line_start: &str) -> f64 {
+    let text = fx
+        .server
+        .client
+        .get(format!("{}/metrics", fx.server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+// ---- a raw MQTT 5 client ----
+
+fn varint(out: &mut Vec<u8>, mut len: usize) {
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+}
+
+fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    varint(&mut out, body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+fn string(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn connect_v5(client_id: &str, token: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, "MQTT");
+    body.extend_from_slice(&[5, 0xc2, 0, 60, 0]);
+    string(&mut body, client_id);
+    string(&mut body, token);
+    string(&mut body, "");
+    frame(0x10, &body)
+}
+
+fn publish_v5(topic: &str, qos: u8, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, topic);
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    body.push(0);
+    body.extend_from_slice(payload);
+    frame(0x30 | (qos << 1), &body)
+}
+
+fn subscribe_v5(packet_id: u16, topic: &str, qos: u8) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.push(0);
+    string(&mut body, topic);
+    body.push(qos);
+    frame(0x82, &body)
+}
+
+/// One packet: its first byte and body; `None` at the end of the stream (or a packet cut short).
+async fn read_packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let first = stream.read_u8().await.ok()?;
+    let mut len = 0usize;
+    for shift in [0, 7, 14, 21] {
+        let byte = stream.read_u8().await.ok()?;
+        len |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await.ok()?;
+    Some((first, body))
+}
+
+/// Waits (generously) for the next packet.
+async fn next_packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    tokio::time::timeout(Duration::from_secs(20), read_packet(stream))
+        .await
+        .expect("the broker answers")
+}
+
+/// Connects a unit over MQTT 5 and reads its CONNACK.
+async fn raw_v5(fx: &Fixture, unit: &Device) -> TcpStream {
+    let mut stream = TcpStream::connect(fx.server.mqtt).await.unwrap();
+    stream
+        .write_all(&connect_v5(&unit.uuid, &unit.token))
+        .await
+        .unwrap();
+    let (first, body) = next_packet(&mut stream).await.expect("CONNACK");
+    assert_eq!((first, body[1]), (0x20, 0), "CONNACK success");
+    stream
+}
+
+/// Reads until the broker closes; the DISCONNECT reason it sent, if any.
+async fn disconnect_reason(stream: &mut TcpStream) -> Option<u8> {
+    let mut reason = None;
+    while let Some((first, body)) = next_packet(stream).await {
+        if first == 0xe0 {
+            reason = body.first().copied();
+        }
+    }
+    reason
+}
+
+#[tokio::test]
+async fn half_sent_requests_and_idle_sockets_are_capped_and_timed_out_while_others_are_served() {
+    let fx = Fixture::with_config(
+        |_| {},
+        |c| {
+            c.http_max_connections_per_ip = 20;
+            c.http_header_read_timeout_seconds = 1;
+            c.mqtt_max_connections_per_ip = 20;
+        },
+    )
+    .await;
+    let unit = device(&fx, "Bystander").await;
+    let http: SocketAddr = fx
+        .server
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let mut half_sent = Vec::new();
+    let mut idle_mqtt = Vec::new();
+    for _ in 0..100 {
+        let mut stream = from_other_address(http).await.unwrap();
+        let _ = stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .await;
+        half_sent.push(stream);
+        idle_mqtt.push(from_other_address(fx.server.mqtt).await.unwrap());
+    }
+    // Others are served meanwhile.
+    let health = tokio::time::timeout(
+        Duration::from_secs(20),
+        fx.server
+            .client
+            .get(format!("{}/health", fx.server.base))
+            .send(),
+    )
+    .await
+    .expect("/health answers")
+    .unwrap();
+    assert!(health.status().is_success());
+    let mut mqtt = unit.connect(&fx).await;
+    mqtt.publish(&unit.topic("current_temp/pepeunit"), "1", QoS::AtLeastOnce)
+        .await;
+    assert!(matches!(
+        mqtt.next(Duration::from_secs(20)).await,
+        Some(Seen::PubAck(_))
+    ));
+    // Every half-sent request is closed: over the cap at once, the rest after the header timeout.
+    for stream in &mut half_sent {
+        assert!(
+            closed_within(stream, Duration::from_secs(30)).await,
+            "a half-sent request stayed open"
+        );
+    }
+    // Over the MQTT cap, sockets are closed before anything is read.
+    let mut closed = 0;
+    for stream in &mut idle_mqtt {
+        if closed_within(stream, Duration::from_millis(200)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 80, "only {closed} of the 80 over the cap closed");
+    assert!(metric(&fx, "pepeunit_limit_hits_total{limit=\"http_connections\"}").await >= 80.0);
+    assert!(
+        metric(
+            &fx,
+            "pepeunit_limit_hits_total{limit=\"http_header_read_timeout\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert!(metric(&fx, "pepeunit_limit_hits_total{limit=\"mqtt_connections\"}").await >= 80.0);
+}
+
+#[tokio::test]
+async fn an_anonymous_client_cannot_announce_a_large_first_packet() {
+    let fx = Fixture::new(|_| {}).await;
+    let mut stream = TcpStream::connect(fx.server.mqtt).await.unwrap();
+    // A CONNECT announcing 200 KiB, of which nothing follows: refused at once, nothing allocated for it.
+    stream.write_all(&[0x10, 0x80, 0x80, 0x0c]).await.unwrap();
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+    assert_eq!(
+        metric(
+            &fx,
+            "pepeunit_limit_hits_total{limit=\"mqtt_connect_bytes\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+/// Publishes `n` numbered QoS 0 values with `size`-byte payloads as fast as the client can.
+async fn flood(mqtt: &MqttUnit, topic: &str, n: usize, size: usize) {
+    for i in 0..n {
+        let mut payload = format!("{i:08}").into_bytes();
+        payload.resize(size, b'.');
+        mqtt.client
+            .publish(topic, QoS::AtMostOnce, false, payload)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_gets_every_message_or_is_disconnected_and_counted() {
+    let fx = Fixture::with_config(
+        |_| {},
+        |c| {
+            c.mqtt_subscriber_queue = 16;
+            c.mqtt_slow_subscriber_timeout_seconds = 1;
+            c.mqtt_publish_rate = 0;
+            c.mqtt_publish_bytes_per_second = 0;
+        },
+    )
+    .await;
+    let sensor = device(&fx, "Sensor").await;
+    let fan = device(&fx, "Fan").await;
+    let output = sensor.topic("current_temp/pepeunit");
+    link(
+        &fx,
+        &sensor.node("current_temp/pepeunit"),
+        &fan.node("set_fan_state/pepeunit"),
+    )
+    .await;
+    let mut slow = raw_v5(&fx, &fan).await;
+    slow.write_all(&subscribe_v5(1, &output, 0)).await.unwrap();
+    let (first, _) = next_packet(&mut slow).await.unwrap();
+    assert_eq!(first, 0x90, "SUBACK");
+    // The fan stops reading while the sensor publishes far more than its socket and queue hold.
+    let sensor_mqtt = sensor.connect(&fx).await;
+    let n = 3000;
+    flood(&sensor_mqtt, &output, n, 4096).await;
+    // Then it reads what it got: a gap-free prefix, and either everything or the reason it was cut off.
+    let mut expected = 0usize;
+    let mut reason = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), read_packet(&mut slow)).await {
+            Ok(Some((first, body))) if first & 0xf0 == 0x30 => {
+                let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                let payload = &body[2 + topic_len + 1..];
+                let seq: usize = std::str::from_utf8(&payload[..8]).unwrap().parse().unwrap();
+                assert_eq!(seq, expected, "message {expected} was lost");
+                expected += 1;
+                if expected == n {
+                    break;
+                }
+            }
+            Ok(Some((0xe0, body))) => {
+                reason = body.first().copied();
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => panic!("neither all messages nor a disconnect after {expected}"),
+        }
+    }
+    if expected < n {
+        assert!(
+            reason.is_none() || reason == Some(0x97),
+            "reason {reason:?}"
+        );
+        assert!(
+            metric(&fx, "pepeunit_mqtt_slow_subscriber_disconnects_total").await >= 1.0,
+            "the cut-off is counted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reading_subscriber_gets_every_message_of_a_burst_larger_than_a_commit() {
+    let fx = Fixture::with_config(
+        |_| {},
+        |c| {
+            c.mqtt_publish_rate = 0;
+            c.mqtt_publish_bytes_per_second = 0;
+        },
+    )
+    .await;
+    let sensor = device(&fx, "Sensor").await;
+    let fan = device(&fx, "Fan").await;
+    let output = sensor.topic("current_temp/pepeunit");
+    link(
+        &fx,
+        &sensor.node("current_temp/pepeunit"),
+        &fan.node("set_fan_state/pepeunit"),
+    )
+    .await;
+    let mut fan_mqtt = fan.connect(&fx).await;
+    fan_mqtt
+        .client
+        .subscribe(&output, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    fan_mqtt.quiet().await;
+    let sensor_mqtt = sensor.connect(&fx).await;
+    let n = 3000;
+    flood(&sensor_mqtt, &output, n, 16).await;
+    for i in 0..n {
+        match fan_mqtt.next(Duration::from_secs(20)).await {
+            Some(Seen::Message { payload, .. }) => {
+                assert_eq!(payload[..8].parse::<usize>().unwrap(), i, "message {i}");
+            }
+            other => panic!("message {i}: saw {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_flooding_unit_is_cut_off_while_another_units_puback_stays_fast() {
+    let fx = Fixture::with_config(
+        |_| {},
+        |c| {
+            c.mqtt_publish_rate = 50;
+            c.mqtt_publish_burst = 100;
+        },
+    )
+    .await;
+    let noisy = device(&fx, "Noisy").await;
+    let quiet = device(&fx, "Quiet").await;
+    let mut raw = raw_v5(&fx, &noisy).await;
+    let topic = noisy.topic("current_temp/pepeunit");
+    let mut burst = Vec::new();
+    for _ in 0..1000 {
+        burst.extend(publish_v5(&topic, 0, 0, b"1"));
+    }
+    // The broker may close while the burst is still being written.
+    let _ = raw.write_all(&burst).await;
+    assert_eq!(disconnect_reason(&mut raw).await, Some(0x96));
+    assert!(
+        metric(
+            &fx,
+            "pepeunit_limit_hits_total{limit=\"mqtt_publish_rate\"}"
+        )
+        .await
+            >= 1.0
+    );
+    let mut other = quiet.connect(&fx).await;
+    other
+        .publish(&quiet.topic("current_temp/pepeunit"), "2", QoS::AtLeastOnce)
+        .await;
+    assert!(matches!(
+        other.next(Duration::from_secs(10)).await,
+        Some(Seen::PubAck(_))
+    ));
+}
+
+#[tokio::test]
+async fn packet_id_zero_and_qos_2_are_refused_with_their_reasons() {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Strict").await;
+    let topic = unit.topic("current_temp/pepeunit");
+
+    let mut raw = raw_v5(&fx, &unit).await;
+    raw.write_all(&publish_v5(&topic, 1, 0, b"1"))
+        .await
+        .unwrap();
+    assert_eq!(disconnect_reason(&mut raw).await, Some(0x82));
+
+    let mut raw = raw_v5(&fx, &unit).await;
+    raw.write_all(&publish_v5(&topic, 2, 7, b"1"))
+        .await
+        .unwrap();
+    assert_eq!(disconnect_reason(&mut raw).await, Some(0x9b));
+
+    // SUBACK grants at most QoS 1, and MQTT 5 clients are told the maximum in CONNACK.
+    let mut stream = TcpStream::connect(fx.server.mqtt).await.unwrap();
+    stream
+        .write_all(&connect_v5(&unit.uuid, &unit.token))
+        .await
+        .unwrap();
+    let (_, connack) = next_packet(&mut stream).await.unwrap();
+    assert!(
+        connack.windows(2).any(|w| w == [0x24, 1]),
+        "Maximum QoS 1 in {connack:?}"
+    );
+    let input = unit.topic("set_fan_state/pepeunit");
+    stream.write_all(&subscribe_v5(3, &input, 2)).await.unwrap();
+    let (first, suback) = next_packet(&mut stream).await.unwrap();
+    assert_eq!((first, suback.last().copied()), (0x90, Some(1)));
+}
+
+#[tokio::test]
+async fn of_two_hundred_simultaneous_sessions_of_one_unit_exactly_one_stays_open() {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Twin").await;
+    let mut streams = Vec::new();
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(fx.server.mqtt).await.unwrap();
+        stream
+            .write_all(&connect_v5(&unit.uuid, &unit.token))
+            .await
+            .unwrap();
+        streams.push(stream);
+    }
+    let results =
+        futures_util::future::join_all(streams.into_iter().map(|mut stream| async move {
+            let reason = disconnect_reason_or_open(&mut stream).await;
+            (stream, reason)
+        }))
+        .await;
+    let mut open: Vec<TcpStream> = Vec::new();
+    let mut taken_over = 0;
+    for (stream, reason) in results {
+        match reason {
+            Some(0x8e) => taken_over += 1,
+            None => open.push(stream),
+            Some(other) => panic!("closed with reason {other:#x}"),
+        }
+    }
+    assert_eq!((taken_over, open.len()), (199, 1));
+    // The survivor is a working session.
+    let survivor = &mut open[0];
+    survivor.write_all(&[0xc0, 0]).await.unwrap();
+    assert_eq!(next_packet(survivor).await.map(|p| p.0), Some(0xd0));
+}
+
+/// Reads a CONNACK and then either the broker's DISCONNECT reason, or `None` once all the other sessions
+/// are settled and this one is still open (a PINGREQ is answered).
+async fn disconnect_reason_or_open(stream: &mut TcpStream) -> Option<u8> {
+    let (first, _) = next_packet(stream).await.expect("CONNACK");
+    assert_eq!(first, 0x20);
+    // A taken-over session is closed as soon as a newer one registers; wait generously for that.
+    match tokio::time::timeout(Duration::from_secs(15), read_packet(stream)).await {
+        Ok(Some((0xe0, body))) => body.first().copied().or(Some(0)),
+        Ok(other) => panic!("expected a DISCONNECT, saw {other:?}"),
+        Err(_) => None,
+    }
+}

@@ -45,6 +45,7 @@ pub fn build_schema(config: &Config, services: Services) -> PepeunitSchema {
     )
     .limit_depth(config.graphql_max_depth)
     .limit_complexity(config.graphql_max_complexity)
+    .data(units::GraphLoader::new(services.db().clone()))
     .data(services)
     .finish()
 }

@@ -1,8 +1,15 @@
 //! Units, their variable nodes and links in GraphQL.
 
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, Result, SimpleObject};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{
+    Context, Enum, ErrorExtensions, ID, InputObject, Json, Object, Result, SimpleObject,
+};
 use chrono::{DateTime, Utc};
 use pepeunit_protocol::Visibility;
+use sea_orm::DatabaseConnection;
 use serde_json::{Map, Value};
 
 use crate::entities::{unit_logs, unit_node_edges, unit_node_values, unit_nodes, units};
@@ -17,7 +24,13 @@ use crate::services::units::{
 };
 
 /// A device built from a repo_unit.
-pub struct Unit(units::Model);
+pub struct Unit(units::Model, Option<Vec<UnitNode>>);
+
+impl Unit {
+    fn new(row: units::Model) -> Self {
+        Self(row, None)
+    }
+}
 
 /// Which archive a bundle comes as.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -141,10 +154,16 @@ impl Unit {
     }
     /// Input and output variables.
     async fn nodes(&self, ctx: &Context<'_>) -> Result<Vec<UnitNode>> {
-        let rows = nodes::of_unit(services(ctx)?.db(), self.0.uuid)
+        if let Some(nodes) = &self.1 {
+            return Ok(nodes.clone());
+        }
+        let loader = ctx.data::<DataLoader<GraphLoader>>()?;
+        let rows = loader
+            .load_one(NodesOf(self.0.uuid))
             .await
-            .gql()?;
-        Ok(rows.into_iter().map(UnitNode).collect())
+            .map_err(|e| e.extend())?
+            .unwrap_or_default();
+        with_links(ctx, loader, rows).await
     }
     /// The last `state/pepeunit` payload; the creator and admins only.
     async fn state(&self, ctx: &Context<'_>) -> Option<Json<Value>> {
@@ -212,7 +231,14 @@ impl Unit {
 }
 
 /// An input or output variable of a unit.
-pub struct UnitNode(unit_nodes::Model);
+#[derive(Clone)]
+pub struct UnitNode(unit_nodes::Model, Option<Vec<unit_node_edges::Model>>);
+
+impl UnitNode {
+    fn new(row: unit_nodes::Model) -> Self {
+        Self(row, None)
+    }
+}
 
 /// Whether a node takes values in or sends them out.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -333,8 +359,104 @@ impl UnitNode {
     }
     /// Links into (for an input) or out of (for an output) this node.
     async fn links(&self, ctx: &Context<'_>) -> Result<Vec<UnitNodeEdge>> {
-        let rows = links::of_node(services(ctx)?, self.0.uuid).await.gql()?;
+        let rows = match &self.1 {
+            Some(rows) => rows.clone(),
+            None => ctx
+                .data::<DataLoader<GraphLoader>>()?
+                .load_one(LinksOf(self.0.uuid))
+                .await
+                .map_err(|e| e.extend())?
+                .unwrap_or_default(),
+        };
         Ok(rows.into_iter().map(UnitNodeEdge::from).collect())
+    }
+}
+
+/// `rows` as GraphQL nodes, with their links loaded in one go when the query asks for them.
+async fn with_links(
+    ctx: &Context<'_>,
+    loader: &DataLoader<GraphLoader>,
+    rows: Vec<unit_nodes::Model>,
+) -> Result<Vec<UnitNode>> {
+    let mut nodes: Vec<UnitNode> = rows.into_iter().map(UnitNode::new).collect();
+    let wants_links = ctx.look_ahead().field("links").exists()
+        || ctx
+            .look_ahead()
+            .field("items")
+            .field("nodes")
+            .field("links")
+            .exists();
+    if wants_links {
+        let mut links = loader
+            .load_many(nodes.iter().map(|n| LinksOf(n.0.uuid)))
+            .await
+            .map_err(|e| e.extend())?;
+        for node in &mut nodes {
+            node.1 = Some(links.remove(&LinksOf(node.0.uuid)).unwrap_or_default());
+        }
+    }
+    Ok(nodes)
+}
+
+/// Loads the graph's nested lists for many parents at once: the editor's page asks for every unit's nodes
+/// and every node's links, which one query per parent turned into thousands of statements. Lists load all
+/// their children's keys in one call (`units` its page's nodes and their links), so the batching does not
+/// depend on the loader's timing window; single parents batch within it.
+pub struct GraphLoader {
+    db: DatabaseConnection,
+}
+
+impl GraphLoader {
+    /// The loader, batching what one request asks for concurrently.
+    pub fn new(db: DatabaseConnection) -> DataLoader<Self> {
+        DataLoader::new(Self { db }, tokio::spawn).max_batch_size(LOADER_BATCH)
+    }
+}
+
+/// Most parents in one loader query: two variables each stay under SQLite's 32,766.
+const LOADER_BATCH: usize = 10_000;
+
+/// The nodes of a unit.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodesOf(pub uuid::Uuid);
+
+/// The links into or out of a node.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinksOf(pub uuid::Uuid);
+
+impl Loader<NodesOf> for GraphLoader {
+    type Value = Vec<unit_nodes::Model>;
+    type Error = Arc<Error>;
+
+    async fn load(&self, keys: &[NodesOf]) -> Result<HashMap<NodesOf, Self::Value>, Self::Error> {
+        let units = keys.iter().map(|k| k.0);
+        let rows = nodes::of_units(&self.db, units).await.map_err(Arc::new)?;
+        let mut found: HashMap<NodesOf, Self::Value> = HashMap::new();
+        for row in rows {
+            found.entry(NodesOf(row.unit_uuid)).or_default().push(row);
+        }
+        Ok(found)
+    }
+}
+
+impl Loader<LinksOf> for GraphLoader {
+    type Value = Vec<unit_node_edges::Model>;
+    type Error = Arc<Error>;
+
+    async fn load(&self, keys: &[LinksOf]) -> Result<HashMap<LinksOf, Self::Value>, Self::Error> {
+        let wanted: HashSet<uuid::Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = links::of_nodes(&self.db, wanted.iter().copied())
+            .await
+            .map_err(Arc::new)?;
+        let mut found: HashMap<LinksOf, Self::Value> = HashMap::new();
+        for row in rows {
+            for end in [row.output_node_uuid, row.input_node_uuid] {
+                if wanted.contains(&end) {
+                    found.entry(LinksOf(end)).or_default().push(row.clone());
+                }
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -474,7 +596,7 @@ pub struct UnitQuery;
 impl UnitQuery {
     async fn unit(&self, ctx: &Context<'_>, uuid: ID) -> Result<Unit> {
         let uuid = parse_uuid(&uuid).gql()?;
-        Ok(Unit(
+        Ok(Unit::new(
             service::get(services(ctx)?, &actor(ctx), uuid)
                 .await
                 .gql()?,
@@ -499,10 +621,30 @@ impl UnitQuery {
         let (rows, total) = service::list(services(ctx)?, &actor(ctx), filter, limit, offset)
             .await
             .gql()?;
-        Ok(UnitPage {
-            total,
-            items: rows.into_iter().map(Unit).collect(),
-        })
+        let mut items: Vec<Unit> = rows.into_iter().map(Unit::new).collect();
+        let nodes = ctx.look_ahead().field("items").field("nodes");
+        if nodes.exists() {
+            // The page's nodes in one load and their links in another, whatever the page's size (the
+            // editor asks for every unit's).
+            let loader = ctx.data::<DataLoader<GraphLoader>>()?;
+            let mut found = loader
+                .load_many(items.iter().map(|u| NodesOf(u.0.uuid)))
+                .await
+                .map_err(|e| e.extend())?;
+            let rows: Vec<unit_nodes::Model> = items
+                .iter()
+                .flat_map(|u| found.remove(&NodesOf(u.0.uuid)).unwrap_or_default())
+                .collect();
+            let mut nodes = with_links(ctx, loader, rows).await?.into_iter().peekable();
+            for unit in &mut items {
+                let mut own = Vec::new();
+                while let Some(node) = nodes.next_if(|n| n.0.unit_uuid == unit.0.uuid) {
+                    own.push(node);
+                }
+                unit.1 = Some(own);
+            }
+        }
+        Ok(UnitPage { total, items })
     }
 
     /// Rollouts of a repo_unit, newest first.
@@ -527,7 +669,7 @@ impl UnitQuery {
         let (node, _) = links::visible_node(services(ctx)?, &actor(ctx), uuid)
             .await
             .gql()?;
-        Ok(UnitNode(node))
+        Ok(UnitNode::new(node))
     }
 }
 
@@ -559,7 +701,7 @@ impl UnitMutation {
             )?,
             env: input.env.map(|j| j.0).unwrap_or_default(),
         };
-        Ok(Unit(
+        Ok(Unit::new(
             service::create(services(ctx)?, &actor(ctx), form)
                 .await
                 .gql()?,
@@ -589,7 +731,7 @@ impl UnitMutation {
             visibility: input.visibility.map(Visibility::from),
             target: new_target,
         };
-        Ok(Unit(
+        Ok(Unit::new(
             service::update(services(ctx)?, &actor(ctx), uuid, change)
                 .await
                 .gql()?,
@@ -694,7 +836,7 @@ impl UnitMutation {
         value: String,
     ) -> Result<UnitNode> {
         let uuid = parse_uuid(&uuid).gql()?;
-        Ok(UnitNode(
+        Ok(UnitNode::new(
             data::set_input_value(services(ctx)?, &actor(ctx), uuid, &value)
                 .await
                 .gql()?,
@@ -722,7 +864,7 @@ impl UnitMutation {
             is_rewritable_input: input.is_rewritable_input,
             history,
         };
-        Ok(UnitNode(
+        Ok(UnitNode::new(
             data::update_node(services(ctx)?, &actor(ctx), uuid, change)
                 .await
                 .gql()?,

@@ -148,17 +148,20 @@ pub async fn units_listening_to(db: &impl ConnectionTrait, unit: Uuid) -> Result
     Ok(units)
 }
 
-/// Links touching `node` (as output or input), oldest first.
-pub async fn of_node(services: &Services, node: Uuid) -> Result<Vec<unit_node_edges::Model>> {
+/// The links into or out of any of `nodes`, oldest first.
+pub async fn of_nodes(
+    db: &impl ConnectionTrait,
+    nodes: impl IntoIterator<Item = Uuid> + Clone,
+) -> Result<Vec<unit_node_edges::Model>> {
     use sea_orm::Condition;
     Ok(unit_node_edges::Entity::find()
         .filter(
             Condition::any()
-                .add(unit_node_edges::Column::OutputNodeUuid.eq(node))
-                .add(unit_node_edges::Column::InputNodeUuid.eq(node)),
+                .add(unit_node_edges::Column::OutputNodeUuid.is_in(nodes.clone()))
+                .add(unit_node_edges::Column::InputNodeUuid.is_in(nodes)),
         )
         .order_by_asc(unit_node_edges::Column::CreatedAt)
-        .all(services.db())
+        .all(db)
         .await?)
 }
 

@@ -164,6 +164,21 @@ pub async fn set_visibility(
 }
 
 /// A unit's nodes, inputs first, each by topic.
+/// The nodes of all `units`, each unit's in the order of [`of_unit`].
+pub async fn of_units(
+    db: &impl ConnectionTrait,
+    units: impl IntoIterator<Item = Uuid>,
+) -> Result<Vec<unit_nodes::Model>> {
+    use sea_orm::QueryOrder;
+    Ok(unit_nodes::Entity::find()
+        .filter(unit_nodes::Column::UnitUuid.is_in(units))
+        .order_by_asc(unit_nodes::Column::UnitUuid)
+        .order_by_asc(unit_nodes::Column::Kind)
+        .order_by_asc(unit_nodes::Column::TopicName)
+        .all(db)
+        .await?)
+}
+
 pub async fn of_unit(db: &impl ConnectionTrait, unit: Uuid) -> Result<Vec<unit_nodes::Model>> {
     use sea_orm::QueryOrder;
     Ok(unit_nodes::Entity::find()

@@ -35,7 +35,7 @@ fn main() {
         eprintln!("{line}");
         if let Some(tty) = tty.as_mut() {
             // Over cargo's progress bar, in cargo's own style.
-            let _ = writeln!(tty, "\r\x1b[K     web app {line}");
+            let _ = writeln!(tty, "\r\x1b[K  pepeunit-backend(build): {line}");
         }
     };
     match pepeunit_frontend_build::build(&paths, &mut log) {

@@ -335,6 +335,10 @@ fn sigterm_stops_the_server_gracefully() {
         stderr.contains("shutdown requested") && stderr.contains("stopped"),
         "{stderr}"
     );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a piped log: {stderr}"
+    );
 }
 
 #[test]

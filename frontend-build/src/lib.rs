@@ -1,20 +1,24 @@
 //! Builds the web app in `frontend/` into a directory of static files (`index.html`, the JS glue and the
-//! wasm) with tools that come from the registries alone: the rustup target, `wasm-bindgen-cli` at exactly
-//! the version in Cargo.lock (installed with `cargo install` into the build's own directory when
-//! missing), and `wasm-opt` from binaryen when it is on `PATH`.
+//! wasm) with tools that come from the registries alone: the rustup target, wasm-bindgen's generator as a
+//! library (`wasm-bindgen-cli-support`, pinned to the version of `wasm-bindgen` in Cargo.lock), and
+//! `wasm-opt` from the npm package `binaryen` (pinned, installed with npm into the build's own directory
+//! when npm is there; else a `wasm-opt` on `PATH`; else the wasm ships as rustc wrote it).
 //!
 //! The backend's build script calls it for release builds, the browser test and CI through the binary.
 //! Cargo decides whether the wasm is out of date; the later steps run only when the wasm or the page
 //! changed, so a build with nothing to do takes about a second.
 
 use std::fmt::Write as _;
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const TARGET: &str = "wasm32-unknown-unknown";
 const PROFILE: &str = "wasm-release";
 const PACKAGE: &str = "pepeunit-frontend";
+/// The npm package `binaryen` whose `wasm-opt` parses what current rustc emits (Debian's 108 does not).
+const BINARYEN: &str = "132.0.0";
 /// The files the server serves, as wasm-bindgen names them after the package.
 pub const FILES: [&str; 3] = [
     "index.html",
@@ -60,12 +64,14 @@ impl Paths {
         self.work.join("dist")
     }
 
-    /// Written last by a successful build; its change tells cargo to rerun the backend's build script.
+    /// Written last by a successful build: what the app was built from.
     pub fn stamp(&self) -> PathBuf {
         self.dist().join(".stamp")
     }
 
-    /// The inputs whose change makes the app out of date, for `cargo:rerun-if-changed`.
+    /// The inputs whose change makes the app out of date, for `cargo:rerun-if-changed`. Only sources:
+    /// a file the build itself writes would be newer than the build script's run, and cargo would run
+    /// it (and rebuild the backend) again next time.
     pub fn inputs(&self) -> Vec<PathBuf> {
         let w = &self.workspace;
         vec![
@@ -76,7 +82,6 @@ impl Paths {
             w.join("protocol/src"),
             w.join("protocol/Cargo.toml"),
             w.join("Cargo.lock"),
-            self.stamp(),
         ]
     }
 }
@@ -107,6 +112,39 @@ impl Report {
         }
         line.push(')');
         line
+    }
+}
+
+/// Runs `command`, passing each line it writes to stderr that `show` picks to `log` as it comes.
+fn run_showing(
+    command: &mut Command,
+    what: &str,
+    show: fn(&str) -> bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start {:?}: {e}", command.get_program()))?;
+    let mut output = String::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if show(&line) {
+                log(line.trim());
+            }
+            output.push_str(&line);
+            output.push('\n');
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status}):\n{output}"))
     }
 }
 
@@ -172,11 +210,12 @@ fn ensure_target(log: &mut dyn FnMut(&str)) -> Result<(), String> {
     }
 }
 
-/// The wasm-bindgen version Cargo.lock pins; the CLI must match it exactly.
-pub fn locked_wasm_bindgen(lock: &str) -> Option<String> {
+/// The version of the package `name` in a Cargo.lock.
+pub fn locked_version(lock: &str, name: &str) -> Option<String> {
+    let wanted = format!("name = \"{name}\"");
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
-        if line.trim() == "name = \"wasm-bindgen\"" {
+        if line.trim() == wanted {
             let version = lines.next()?.trim().strip_prefix("version = \"")?;
             return Some(version.trim_end_matches('"').to_owned());
         }
@@ -184,39 +223,44 @@ pub fn locked_wasm_bindgen(lock: &str) -> Option<String> {
     None
 }
 
-fn ensure_wasm_bindgen(paths: &Paths, log: &mut dyn FnMut(&str)) -> Result<PathBuf, String> {
-    let lock = std::fs::read_to_string(paths.workspace.join("Cargo.lock"))
-        .map_err(|e| format!("reading Cargo.lock: {e}"))?;
-    let version = locked_wasm_bindgen(&lock).ok_or("Cargo.lock has no wasm-bindgen")?;
-    let wanted = format!("wasm-bindgen {version}");
-    let tools = paths.work.join("tools");
-    let local = tools.join("bin").join("wasm-bindgen");
-    for candidate in [local.clone(), PathBuf::from("wasm-bindgen")] {
-        if let Ok(out) = Command::new(&candidate).arg("--version").output()
-            && String::from_utf8_lossy(&out.stdout).trim() == wanted
-        {
-            return Ok(candidate);
+/// A `wasm-opt` that reads what rustc emits: binaryen from npm, installed once into the build's directory.
+fn wasm_opt(paths: &Paths, log: &mut dyn FnMut(&str)) -> Option<Command> {
+    let prefix = paths
+        .work
+        .join("tools")
+        .join(format!("binaryen-{BINARYEN}"));
+    let script = prefix.join("node_modules/binaryen/bin/wasm-opt");
+    let works = |command: &mut Command| {
+        command
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let node = || {
+        let mut command = Command::new("node");
+        command.arg(&script);
+        command
+    };
+    if !script.is_file() && works(&mut Command::new("npm")) {
+        log(&format!(
+            "installing wasm-opt (npm install binaryen@{BINARYEN}, once)"
+        ));
+        let installed = run(
+            Command::new("npm")
+                .args(["install", "--no-save", "--no-audit", "--no-fund"])
+                .arg("--prefix")
+                .arg(&prefix)
+                .arg(format!("binaryen@{BINARYEN}")),
+            "npm install binaryen",
+        );
+        if let Err(error) = installed {
+            log(&format!("warning: {error}"));
         }
     }
-    log(&format!(
-        "installing wasm-bindgen-cli {version} (cargo install, a few minutes, once)"
-    ));
-    // Not `--locked`: one dependency version in the CLI's own lock file is no longer on crates.io.
-    run(
-        cargo()
-            .args([
-                "install",
-                "wasm-bindgen-cli",
-                "--version",
-                &version,
-                "--root",
-            ])
-            .arg(&tools)
-            .arg("--target-dir")
-            .arg(tools.join("build")),
-        "cargo install wasm-bindgen-cli",
-    )?;
-    Ok(local)
+    if script.is_file() && works(&mut node()) {
+        return Some(node());
+    }
+    works(&mut Command::new("wasm-opt")).then(|| Command::new("wasm-opt"))
 }
 
 fn file_size(path: &Path) -> u64 {
@@ -240,10 +284,9 @@ fn fingerprint(parts: &[&[u8]]) -> String {
 pub fn build(paths: &Paths, log: &mut dyn FnMut(&str)) -> Result<Report, String> {
     let started = Instant::now();
     ensure_target(log)?;
-    let wasm_bindgen = ensure_wasm_bindgen(paths, log)?;
     let wasm_target = paths.work.join("wasm");
     log("building the web app for wasm32 (cargo build --profile wasm-release)");
-    run(
+    run_showing(
         cargo()
             .current_dir(&paths.workspace)
             .args([
@@ -259,6 +302,8 @@ pub fn build(paths: &Paths, log: &mut dyn FnMut(&str)) -> Result<Report, String>
             .arg("--target-dir")
             .arg(&wasm_target),
         "cargo build of the web app",
+        |line| line.trim_start().starts_with("Compiling"),
+        log,
     )?;
     let wasm = wasm_target
         .join(TARGET)
@@ -268,12 +313,12 @@ pub fn build(paths: &Paths, log: &mut dyn FnMut(&str)) -> Result<Report, String>
         std::fs::read(&wasm).map_err(|e| format!("reading {}: {e}", wasm.display()))?;
     let page = std::fs::read(paths.workspace.join("frontend/index.html"))
         .map_err(|e| format!("reading frontend/index.html: {e}"))?;
-    let wasm_opt = Command::new("wasm-opt").arg("--version").output().is_ok();
+    let wasm_opt = wasm_opt(paths, log);
     let stamp = fingerprint(&[
         &wasm_bytes,
         &page,
-        wasm_bindgen.as_os_str().as_encoded_bytes(),
-        &[u8::from(wasm_opt)],
+        BINARYEN.as_bytes(),
+        &[u8::from(wasm_opt.is_some())],
     ]);
     let dist = paths.dist();
     let current = std::fs::read_to_string(paths.stamp()).unwrap_or_default();
@@ -292,22 +337,21 @@ pub fn build(paths: &Paths, log: &mut dyn FnMut(&str)) -> Result<Report, String>
     std::fs::create_dir_all(&staging)
         .map_err(|e| format!("creating {}: {e}", staging.display()))?;
     log("generating the JS bindings (wasm-bindgen)");
-    run(
-        Command::new(&wasm_bindgen)
-            .args(["--target", "web", "--no-typescript", "--out-dir"])
-            .arg(&staging)
-            .arg(&wasm),
-        "wasm-bindgen",
-    )?;
+    let mut bindgen = wasm_bindgen_cli_support::Bindgen::new();
+    bindgen
+        .input_path(&wasm)
+        .web(true)
+        .and_then(|b| b.typescript(false).generate(&staging))
+        .map_err(|e| format!("wasm-bindgen: {e:#}"))?;
     let output = staging.join(FILES[2]);
     let mut unoptimized_bytes = None;
-    if wasm_opt {
+    if let Some(mut wasm_opt) = wasm_opt {
         let before = file_size(&output);
         log("shrinking the wasm (wasm-opt -Oz)");
         let optimized = staging.join("optimized.wasm");
         // The features rustc enables by default for wasm32; older binaryen needs them named.
         let result = run(
-            Command::new("wasm-opt")
+            wasm_opt
                 .args([
                     "-Oz",
                     "--enable-bulk-memory",
@@ -328,8 +372,8 @@ pub fn build(paths: &Paths, log: &mut dyn FnMut(&str)) -> Result<Report, String>
                     .map_err(|e| format!("moving the optimized wasm: {e}"))?;
                 unoptimized_bytes = Some(before);
             }
-            // Debian bookworm's binaryen (108) cannot read the reference-types instructions rustc and
-            // wasm-bindgen emit now; the app then ships as rustc's size-optimized output.
+            // An old binaryen on PATH (Debian's 108) cannot read the instructions rustc emits now
+            // (`table.fill`); the app then ships as rustc's size-optimized output.
             Err(error) => log(&format!("warning: keeping the wasm unoptimized: {error}")),
         }
     }
@@ -354,10 +398,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_locked_wasm_bindgen_version() {
+    fn reads_a_locked_version() {
         let lock = "[[package]]\nname = \"wasm-bindgen-futures\"\nversion = \"0.4.1\"\n\n[[package]]\nname = \"wasm-bindgen\"\nversion = \"0.2.130\"\n";
-        assert_eq!(locked_wasm_bindgen(lock).as_deref(), Some("0.2.130"));
-        assert_eq!(locked_wasm_bindgen("[[package]]\nname = \"serde\"\n"), None);
+        assert_eq!(
+            locked_version(lock, "wasm-bindgen").as_deref(),
+            Some("0.2.130")
+        );
+        assert_eq!(
+            locked_version("[[package]]\nname = \"serde\"\n", "wasm-bindgen"),
+            None
+        );
+    }
+
+    /// The generator reads the schema the app's wasm-bindgen wrote: their versions must be the same.
+    #[test]
+    fn the_generator_matches_the_apps_wasm_bindgen() {
+        let lock = std::fs::read_to_string(Paths::detect().workspace.join("Cargo.lock")).unwrap();
+        let app = locked_version(&lock, "wasm-bindgen").unwrap();
+        let generator = locked_version(&lock, "wasm-bindgen-cli-support").unwrap();
+        assert_eq!(
+            app, generator,
+            "bump wasm-bindgen-cli-support in Cargo.toml"
+        );
+    }
+
+    /// Nothing the build writes may be among the inputs cargo watches: it would be newer than the build
+    /// script's run, and every later `cargo build` would rebuild the backend.
+    #[test]
+    fn no_output_is_watched() {
+        let paths = Paths::detect();
+        for input in paths.inputs() {
+            assert!(!input.starts_with(&paths.work), "{}", input.display());
+        }
     }
 
     #[test]

@@ -728,6 +728,15 @@ async fn mqtt_over_tls_when_a_certificate_is_configured() {
 
 #[tokio::test]
 async fn a_blocked_creators_units_are_disconnected_and_refused() {
+    creator_status_disconnects("BLOCKED").await;
+}
+
+#[tokio::test]
+async fn an_unverified_creators_units_are_disconnected_and_refused() {
+    creator_status_disconnects("UNVERIFIED").await;
+}
+
+async fn creator_status_disconnects(status: &str) {
     let fx = Fixture::new(|_| {}).await;
     let unit = device(&fx, "Owned").await;
     let mut mqtt = unit.connect(&fx).await;
@@ -739,7 +748,9 @@ async fn a_blocked_creators_units_are_disconnected_and_refused() {
     let (_, body) = fx
         .server
         .gql(
-            "mutation($u: ID!) { setUserStatus(uuid: $u, status: BLOCKED) { status } }",
+            &format!(
+                "mutation($u: ID!) {{ setUserStatus(uuid: $u, status: {status}) {{ status }} }}"
+            ),
             json!({ "u": me["data"]["me"]["uuid"] }),
             Some(&admin),
         )
@@ -754,12 +765,29 @@ async fn a_blocked_creators_units_are_disconnected_and_refused() {
 
 #[tokio::test]
 async fn clearing_the_retained_update_on_a_token_change_delivers_nothing_to_the_unit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fx = Fixture::new(|_| {}).await;
     let unit = device(&fx, "Updater").await;
-    let mut mqtt = unit.connect(&fx).await;
-    mqtt.subscribe(&unit.base(&fx, "input_base_topic", "update"))
-        .await;
-    mqtt.quiet().await;
+    // A raw client sees every byte up to the close (a client library may drop what precedes an error).
+    let mut stream = tokio::net::TcpStream::connect(fx.server.mqtt)
+        .await
+        .unwrap();
+    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x82, 0, 60];
+    mqtt_string(&mut connect, &unit.uuid);
+    mqtt_string(&mut connect, &unit.token);
+    let mut subscribe = vec![0, 1];
+    mqtt_string(
+        &mut subscribe,
+        &unit.base(&fx, "input_base_topic", "update"),
+    );
+    subscribe.push(0);
+    stream
+        .write_all(&[mqtt_frame(0x10, connect), mqtt_frame(0x82, subscribe)].concat())
+        .await
+        .unwrap();
+    let mut acks = [0u8; 9];
+    stream.read_exact(&mut acks).await.unwrap();
+    assert_eq!(acks, [0x20, 2, 0, 0, 0x90, 3, 0, 1, 0], "CONNACK, SUBACK");
     fx.server
         .gql(
             "mutation($u: ID!) { regenerateUnitToken(uuid: $u) }",
@@ -768,5 +796,10 @@ async fn clearing_the_retained_update_on_a_token_change_delivers_nothing_to_the_
         )
         .await;
     // An empty `update` would read as "update now" to the reference client: only the close may arrive.
-    mqtt.closed().await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+        .await
+        .expect("the connection is closed")
+        .ok();
+    assert!(rest.is_empty(), "the unit received {rest:?}");
 }

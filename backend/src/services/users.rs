@@ -328,26 +328,35 @@ pub async fn set_status(
     active.status = Set(status);
     if status == UserStatus::Blocked {
         let blocked = bump_token_version(services, active).await?;
-        // A blocked user's devices go offline with them.
-        let owned: Vec<uuid::Uuid> = crate::entities::units::Entity::find()
-            .select_only()
-            .column(crate::entities::units::Column::Uuid)
-            .filter(crate::entities::units::Column::CreatorUuid.eq(blocked.uuid))
-            .into_tuple()
-            .all(services.db())
-            .await?;
-        for unit in owned {
-            services
-                .unit_events()
-                .send(crate::services::units::events::UnitEvent::Revoked(unit));
-        }
+        disconnect_units(services, blocked.uuid).await?;
         Ok(blocked)
     } else {
         active.updated_at = Set(Utc::now());
         let user = active.update(services.db()).await?;
         services.sessions().invalidate(user.uuid);
+        if status != UserStatus::Verified {
+            disconnect_units(services, user.uuid).await?;
+        }
         Ok(user)
     }
+}
+
+/// A creator who is no longer verified takes their devices offline with them (units of a creator who is not
+/// verified cannot connect, so their open sessions are closed too).
+async fn disconnect_units(services: &Services, creator: uuid::Uuid) -> Result<()> {
+    let owned: Vec<uuid::Uuid> = crate::entities::units::Entity::find()
+        .select_only()
+        .column(crate::entities::units::Column::Uuid)
+        .filter(crate::entities::units::Column::CreatorUuid.eq(creator))
+        .into_tuple()
+        .all(services.db())
+        .await?;
+    for unit in owned {
+        services
+            .unit_events()
+            .send(crate::services::units::events::UnitEvent::Revoked(unit));
+    }
+    Ok(())
 }
 
 /// Changes an account's role; admins only.

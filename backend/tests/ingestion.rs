@@ -210,3 +210,50 @@ async fn a_republished_log_is_stored_once() {
         assert_eq!(log_total(&fx, &unit.uuid).await, expected);
     }
 }
+
+/// Not a check: a measurement of QoS 1 fan-in (50 units publishing flat out for 10 s), printed for the
+/// notes. `cargo nextest run --test ingestion --run-ignored only -E 'test(fan_in)' --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn fan_in_measurement() {
+    let fx = Fixture::new(|_| {}).await;
+    let mut publishers = Vec::new();
+    for i in 0..50 {
+        let unit = device(&fx, &format!("Fan-in {i}")).await;
+        let (client, acks) = connect(&fx, &unit).await;
+        publishers.push((client, acks, unit.topic("current_temp/pepeunit")));
+    }
+    let run = Duration::from_secs(10);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (client, mut acks, topic) in publishers {
+        tasks.push(tokio::spawn(async move {
+            let counter = tokio::spawn(async move {
+                let mut acked = 0u64;
+                while acks.recv().await.is_some() {
+                    acked += 1;
+                }
+                acked
+            });
+            let mut i = 0u64;
+            while started.elapsed() < run {
+                i += 1;
+                let _ = client
+                    .publish(&topic, QoS::AtLeastOnce, false, i.to_string().into_bytes())
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = client.disconnect().await;
+            counter.await.unwrap_or(0)
+        }));
+    }
+    let mut acked = 0;
+    for task in tasks {
+        acked += task.await.unwrap();
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "fan-in: {acked} PUBACKs in {run:?}: {:.0} values/s; load average {load}",
+        acked as f64 / run.as_secs_f64()
+    );
+}

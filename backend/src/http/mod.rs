@@ -135,7 +135,7 @@ fn with_script_hashes(html: &str) -> String {
             break;
         };
         if !tag.contains(" src=") && !tag.contains(" src =") {
-            let digest = Sha256::digest(body[..close].as_bytes());
+            let digest = Sha256::digest(&body.as_bytes()[..close]);
             let encoded = base64::engine::general_purpose::STANDARD.encode(digest);
             hashes.push_str(&format!(" 'sha256-{encoded}'"));
         }

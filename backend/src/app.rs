@@ -90,6 +90,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             max_body_bytes: config.max_body_bytes,
             trust_forwarded_for: config.trust_forwarded_for,
             frontend_dir: Arc::new(config.frontend_dir.clone()),
+            metrics_token: config.metrics_token.clone().map(Arc::new),
         },
         sync_check_interval: std::time::Duration::from_secs(config.sync_check_interval_seconds),
         broker,

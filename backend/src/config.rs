@@ -125,6 +125,7 @@ pub struct Config {
     pub bundle_max_total_bytes: u64,
     pub bundle_concurrency: usize,
     pub metrics_token: Option<Secret>,
+    pub graphql_time_budget_ms: u64,
 }
 
 impl Default for Config {
@@ -143,7 +144,7 @@ impl Default for Config {
             refresh_token_ttl_seconds: 30 * 24 * 3600,
             max_body_bytes: 1024 * 1024,
             graphql_max_depth: 12,
-            graphql_max_complexity: 500,
+            graphql_max_complexity: 10_000,
             login_max_failures: 10,
             login_failure_window_seconds: 300,
             trust_forwarded_for: false,
@@ -185,6 +186,7 @@ impl Default for Config {
             bundle_max_total_bytes: 128 * 1024 * 1024,
             bundle_concurrency: 4,
             metrics_token: None,
+            graphql_time_budget_ms: 10_000,
         }
     }
 }
@@ -277,7 +279,7 @@ pub struct ConfigArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graphql_max_depth: Option<usize>,
 
-    /// Most complex GraphQL query accepted (one point per field) [default: 500]
+    /// Most complex GraphQL query accepted (one point per field) [default: 10000]
     #[arg(long, env = "PEPEUNIT_GRAPHQL_MAX_COMPLEXITY", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graphql_max_complexity: Option<usize>,
@@ -489,6 +491,11 @@ pub struct ConfigArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<String>,
+
+    /// Longest a GraphQL query or mutation may run, in milliseconds, before it ends with TIMEOUT [default: 10000]
+    #[arg(long, env = "PEPEUNIT_GRAPHQL_TIME_BUDGET_MS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graphql_time_budget_ms: Option<u64>,
 }
 
 /// Where units reach this instance, as written into their env.json.
@@ -690,7 +697,7 @@ mod tests {
         let config = Config::load(&args).unwrap();
         assert_eq!(config.graphql_max_depth, 7);
         assert_eq!(config.log_level, "warn");
-        assert_eq!(config.graphql_max_complexity, 500);
+        assert_eq!(config.graphql_max_complexity, 10_000);
     }
 
     #[test]

@@ -16,7 +16,7 @@ async fn user_count(server: &TestServer) -> usize {
         ))
         .await;
     let (_, body) = server
-        .gql("{ users(limit: 100) { login } }", json!({}), Some(&admin))
+        .gql("{ users(limit: 10) { login } }", json!({}), Some(&admin))
         .await;
     body["data"]["users"].as_array().map_or(0, Vec::len) - 1
 }
@@ -191,4 +191,143 @@ async fn health_metrics_graphiql_and_unknown_routes() {
     );
     assert!(metrics.contains("pepeunit_http_request_duration_seconds_bucket"));
     assert!(!metrics.contains("/nope"), "raw paths never become labels");
+}
+
+/// 120 aliases of a unit's logs at limit 1000 in a 6 KB request would make the database count and read
+/// 120,000 rows; lists are charged by their limit and their queries, so it is refused before it runs,
+/// and the server stays healthy. One such page alone is fine.
+#[tokio::test]
+async fn aliased_log_pages_are_charged_by_their_limit() {
+    let server = TestServer::start().await;
+    let (_, token) = server.user("alice").await;
+    let uuid = uuid::Uuid::new_v4();
+    let aliases: String = (0..120)
+        .map(|i| {
+            format!("a{i}: unit(uuid: \"{uuid}\") {{ logs(limit: 1000) {{ items {{ text }} }} }} ")
+        })
+        .collect();
+    let (_, body) = server
+        .gql(&format!("{{ {aliases} }}"), json!({}), Some(&token))
+        .await;
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+    assert!(body["data"].is_null(), "{body}");
+    let health = reqwest::get(server.url("/health")).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    let one =
+        format!("{{ unit(uuid: \"{uuid}\") {{ logs(limit: 1000) {{ items {{ text }} }} }} }}");
+    let (_, body) = server.gql(&one, json!({}), Some(&token)).await;
+    assert_eq!(code(&body), "NOT_FOUND", "one page runs: {body}");
+}
+
+/// A 900 KB search text is a validation error, not an internal one.
+#[tokio::test]
+async fn an_oversized_search_is_a_validation_error() {
+    let server = TestServer::start().await;
+    let (_, token) = server.user("alice").await;
+    let search = "x".repeat(900 * 1024);
+    let (_, body) = server
+        .gql(
+            "query($s: String) { units(search: $s) { total } }",
+            json!({ "s": search }),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(code(&body), "VALIDATION", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "search", "{body}");
+}
+
+/// Every response carries the browser security headers; HTML pages get their inline scripts allowed
+/// by hash in their Content-Security-Policy.
+#[tokio::test]
+async fn responses_carry_security_headers() {
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(
+        app.path().join("index.html"),
+        "<!doctype html><script type=\"module\">init();</script>",
+    )
+    .unwrap();
+    std::fs::write(app.path().join("app.js"), "export {};").unwrap();
+    let dir = app.path().to_path_buf();
+    let server = TestServer::start_with(move |c| c.frontend_dir = dir).await;
+    let graphql = server
+        .client
+        .post(server.url("/graphql"))
+        .json(&json!({ "query": "{ instanceSettings { registrationOpen } }" }))
+        .send()
+        .await
+        .unwrap();
+    let index = server.client.get(server.url("/")).send().await.unwrap();
+    let script = server
+        .client
+        .get(server.url("/app.js"))
+        .send()
+        .await
+        .unwrap();
+    for response in [&graphql, &index, &script] {
+        let headers = response.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(
+            csp.contains("script-src 'self' 'wasm-unsafe-eval'"),
+            "{csp}"
+        );
+    }
+    let csp = index.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("'sha256-"), "the page's inline script: {csp}");
+    assert_eq!(
+        index.text().await.unwrap(),
+        "<!doctype html><script type=\"module\">init();</script>"
+    );
+
+    // The app's files are counted under one route label, not as unmatched.
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("route=\"/app\""), "{metrics}");
+}
+
+/// `/metrics` answers only loopback clients that are not relayed by a proxy, or anyone with the token.
+#[tokio::test]
+async fn metrics_need_a_token_or_a_direct_loopback_client() {
+    let server = TestServer::start().await;
+    let get = |headers: Vec<(&'static str, &'static str)>| {
+        let mut request = server.client.get(server.url("/metrics"));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    assert_eq!(get(vec![]).await.unwrap().status(), StatusCode::OK);
+    let relayed = get(vec![("x-forwarded-for", "203.0.113.9")]).await.unwrap();
+    assert_eq!(relayed.status(), StatusCode::UNAUTHORIZED);
+
+    let server = TestServer::start_with(|c| {
+        c.metrics_token = Some(pepeunit_backend::config::Secret::new("scrape-me-please"));
+    })
+    .await;
+    let get = |token: Option<&'static str>| {
+        let mut request = server.client.get(server.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(get(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(Some("wrong")).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(Some("scrape-me-please")).await.unwrap().status(),
+        StatusCode::OK
+    );
 }

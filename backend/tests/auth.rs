@@ -407,3 +407,83 @@ async fn the_last_admin_cannot_be_removed() {
         .await;
     assert_eq!(code(&body), "CONFLICT");
 }
+
+const SET_STATUS: &str =
+    "mutation($u: ID!, $s: UserStatus!) { setUserStatus(uuid: $u, status: $s) { status } }";
+
+/// The last active admin can neither block nor unverify nor demote themselves: someone must be able
+/// to administer the instance. With a second admin, stepping down works.
+#[tokio::test]
+async fn the_last_active_admin_cannot_lock_everyone_out() {
+    let server = TestServer::start().await;
+    let (root, admin) = server.admin("root").await;
+    for status in ["UNVERIFIED", "BLOCKED"] {
+        let (_, body) = server
+            .gql(SET_STATUS, json!({ "u": root, "s": status }), Some(&admin))
+            .await;
+        assert_eq!(code(&body), "CONFLICT", "{status}: {body}");
+    }
+    let (_, body) = server
+        .gql(
+            "mutation($u: ID!) { setUserRole(uuid: $u, role: USER) { role } }",
+            json!({ "u": root }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(code(&body), "CONFLICT", "{body}");
+    let (_, body) = server.gql(ME, json!({}), Some(&admin)).await;
+    assert_eq!(body["data"]["me"]["login"], "root", "still in: {body}");
+
+    let (other, other_token) = server.admin("deputy").await;
+    let (_, body) = server
+        .gql(
+            SET_STATUS,
+            json!({ "u": root, "s": "UNVERIFIED" }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["setUserStatus"]["status"], "UNVERIFIED",
+        "{body}"
+    );
+    let (status, _) = server.gql(ME, json!({}), Some(&admin)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "unverified: tokens revoked"
+    );
+    let (_, body) = server
+        .gql(
+            SET_STATUS,
+            json!({ "u": other, "s": "UNVERIFIED" }),
+            Some(&other_token),
+        )
+        .await;
+    assert_eq!(
+        code(&body),
+        "CONFLICT",
+        "now the deputy is the last: {body}"
+    );
+}
+
+/// No leeway: a token that expired three seconds ago is refused.
+#[tokio::test]
+async fn a_token_expired_seconds_ago_is_refused() {
+    let server = TestServer::start().await;
+    let (uuid, _) = server.user("kate").await;
+    let now = Utc::now().timestamp();
+    let token = server
+        .services
+        .tokens()
+        .sign(&Claims {
+            sub: uuid.parse().unwrap(),
+            typ: TokenKind::Access,
+            ver: 0,
+            iat: now - 60,
+            nbf: now - 60,
+            exp: now - 3,
+        })
+        .unwrap();
+    let (status, body) = server.gql(ME, json!({}), Some(&token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}

@@ -801,3 +801,41 @@ async fn a_stored_url_that_now_resolves_to_loopback_is_refused_at_connect_time()
     assert!(refused(&body), "an IP literal is refused: {body}");
     assert_eq!(common::git::git(&mirror, &["rev-parse", "main"]), old);
 }
+
+/// A replayed webhook delivery (same delivery id, same valid signature) starts no second fetch.
+#[tokio::test]
+async fn a_replayed_webhook_delivery_starts_nothing() {
+    let remotes = tempfile::tempdir().unwrap();
+    SourceRepo::firmware(remotes.path(), "fan");
+    let http = GitHttpServer::start(remotes.path(), None, Duration::ZERO).await;
+    let server = local_server().await;
+    let (_, token) = server.user("alice").await;
+    let body = create(
+        &server,
+        &token,
+        json!({ "name": "fan", "cloneUrl": http.url("fan") }),
+    )
+    .await;
+    let repo = body["data"]["createRepoUnit"].clone();
+    let secret = repo["webhookSecret"].as_str().unwrap().to_owned();
+    let hook = server.url(repo["webhookPath"].as_str().unwrap());
+    let payload = br#"{"ref": "refs/heads/main"}"#.to_vec();
+    let send = || {
+        server
+            .client
+            .post(&hook)
+            .header("x-github-event", "push")
+            .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+            .header("x-hub-signature-256", github_signature(&secret, &payload))
+            .body(payload.clone())
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    for _ in 0..5 {
+        let replay = send().await.unwrap();
+        assert_eq!(replay.status(), StatusCode::OK);
+        let body: Value = replay.json().await.unwrap();
+        assert_eq!(body["status"], "ignored: delivery already received");
+    }
+}

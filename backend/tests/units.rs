@@ -1084,3 +1084,91 @@ async fn a_rollout_updates_in_waves_and_halts_when_a_wave_fails() {
         "failed"
     );
 }
+
+async fn bundle_link(fx: &Fixture, uuid: &str) -> String {
+    let (_, body) = fx
+        .server
+        .gql(
+            "query($u: ID!) { unit(uuid: $u) { bundleUrl(format: TAR) } }",
+            json!({ "u": uuid }),
+            Some(&fx.token),
+        )
+        .await;
+    body["data"]["unit"]["bundleUrl"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned()
+}
+
+/// Bundle amplification: a small mirror whose one large blob is referenced many times is refused with a
+/// clear error before the download starts, instead of streaming gigabytes.
+#[tokio::test]
+async fn a_bundle_over_the_size_limits_is_refused_before_it_streams() {
+    let fx = Fixture::with_config(
+        |source| {
+            // 1 MiB of zeros compresses to almost nothing; 20 copies share one blob.
+            for i in 0..20 {
+                source.write(&format!("blob-{i:02}.bin"), vec![0u8; 1 << 20]);
+            }
+            source.commit("amplify");
+        },
+        |c| {
+            c.bundle_max_file_bytes = 2 << 20;
+            c.bundle_max_total_bytes = 4 << 20;
+        },
+    )
+    .await;
+    let unit = fx
+        .create_unit(&fx.token, json!({ "name": "Amplified" }))
+        .await;
+    let link = bundle_link(&fx, unit["uuid"].as_str().unwrap()).await;
+    let response = fx
+        .server
+        .client
+        .get(fx.server.url(&link))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "VALIDATION", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bundle is too large"),
+        "{body}"
+    );
+}
+
+/// A download link stops working once its creator is blocked.
+#[tokio::test]
+async fn a_download_link_dies_with_its_creators_account() {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = fx.create_unit(&fx.token, json!({ "name": "Linked" })).await;
+    let link = bundle_link(&fx, unit["uuid"].as_str().unwrap()).await;
+    let get = || async {
+        fx.server
+            .client
+            .get(fx.server.url(&link))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(get().await.status(), StatusCode::OK, "control");
+    let (_, admin) = fx.server.admin("root").await;
+    let (_, me) = fx
+        .server
+        .gql("{ me { uuid } }", json!({}), Some(&fx.token))
+        .await;
+    let (_, body) = fx
+        .server
+        .gql(
+            "mutation($u: ID!) { setUserStatus(uuid: $u, status: BLOCKED) { status } }",
+            json!({ "u": me["data"]["me"]["uuid"] }),
+            Some(&admin),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(get().await.status(), StatusCode::UNAUTHORIZED);
+}

@@ -119,6 +119,7 @@ impl RepoUnit {
         Ok(refs.into_iter().map(GitRef::from).collect())
     }
     /// Commits reachable from a branch, tag or commit (default: the default branch), newest first.
+    #[graphql(complexity = "super::list_cost(limit as u64, child_complexity, 1)")]
     async fn commits(
         &self,
         ctx: &Context<'_>,
@@ -232,6 +233,7 @@ impl RepoUnitQuery {
     }
 
     /// repo_units you may see, newest first; `creatorUuid` narrows to one creator.
+    #[graphql(complexity = "super::list_cost(limit, child_complexity, 1)")]
     async fn repo_units(
         &self,
         ctx: &Context<'_>,
@@ -253,6 +255,7 @@ pub struct RepoUnitMutation;
 #[Object]
 impl RepoUnitMutation {
     /// Mirrors a repository. Answers once the clone is complete (or refused).
+    #[graphql(complexity = "super::EXPENSIVE_MUTATION")]
     async fn create_repo_unit(
         &self,
         ctx: &Context<'_>,
@@ -307,6 +310,7 @@ impl RepoUnitMutation {
     }
 
     /// Fetches the remote now; the result (or the failure) is on the returned node.
+    #[graphql(complexity = "super::EXPENSIVE_MUTATION")]
     async fn sync_repo_unit(&self, ctx: &Context<'_>, uuid: ID) -> Result<RepoUnit> {
         let uuid = parse_uuid(&uuid).gql()?;
         Ok(RepoUnit(

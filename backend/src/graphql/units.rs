@@ -23,6 +23,9 @@ use crate::services::units::{
     nodes, rollouts, schema_json,
 };
 
+/// Longest `search` text: names are short, and an unbounded pattern costs the database.
+const MAX_SEARCH_CHARS: usize = 200;
+
 /// A device built from a repo_unit.
 pub struct Unit(units::Model, Option<Vec<UnitNode>>);
 
@@ -128,6 +131,7 @@ impl Unit {
         Ok(services(ctx)?.live().is_online(self.0.uuid))
     }
     /// The update audit log, newest first; the creator and admins.
+    #[graphql(complexity = "super::list_cost(limit, child_complexity, 1)")]
     async fn update_attempts(
         &self,
         ctx: &Context<'_>,
@@ -177,6 +181,7 @@ impl Unit {
         self.0.last_state_at
     }
     /// Unexpired log lines, newest first; the creator and admins only.
+    #[graphql(complexity = "super::list_cost(limit, child_complexity, 2)")]
     async fn logs(
         &self,
         ctx: &Context<'_>,
@@ -347,6 +352,7 @@ impl UnitNode {
         self.0.last_value_at
     }
     /// Stored values, newest first (empty when the node keeps only its last value).
+    #[graphql(complexity = "super::list_cost(limit, child_complexity, 1)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -603,7 +609,8 @@ impl UnitQuery {
         ))
     }
 
-    /// Units you may see, by name.
+    /// Units you may see, by name (`search`: at most 200 characters).
+    #[graphql(complexity = "super::list_cost(limit, child_complexity, 2)")]
     async fn units(
         &self,
         ctx: &Context<'_>,
@@ -613,6 +620,16 @@ impl UnitQuery {
         #[graphql(default = 50)] limit: u64,
         #[graphql(default = 0)] offset: u64,
     ) -> Result<UnitPage> {
+        if search
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS)
+        {
+            return Err(Error::Validation(crate::domain::InvalidValue {
+                field: "search",
+                message: format!("may have at most {MAX_SEARCH_CHARS} characters"),
+            }))
+            .gql();
+        }
         let filter = UnitFilter {
             repo_unit_uuid: repo_unit_uuid.as_ref().map(parse_uuid).transpose().gql()?,
             creator_uuid: creator_uuid.as_ref().map(parse_uuid).transpose().gql()?,

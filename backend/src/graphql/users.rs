@@ -117,6 +117,7 @@ impl UserQuery {
     }
 
     /// All users, newest first (admins only). `limit` is capped at 100.
+    #[graphql(complexity = "super::list_cost(limit, child_complexity, 1)")]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -136,6 +137,7 @@ pub struct UserMutation;
 #[Object]
 impl UserMutation {
     /// Creates an account. While manual verification is on, it cannot log in until an admin verifies it.
+    #[graphql(complexity = "super::EXPENSIVE_MUTATION")]
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<User> {
         let form = Registration {
             login: input.login,
@@ -172,6 +174,7 @@ impl UserMutation {
     }
 
     /// Changes the caller's password; all other sessions end.
+    #[graphql(complexity = "super::EXPENSIVE_MUTATION")]
     async fn change_password(
         &self,
         ctx: &Context<'_>,

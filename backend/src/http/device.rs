@@ -121,6 +121,12 @@ pub async fn firmware(
                 .one(state.services.db())
                 .await?
                 .ok_or(Error::NotFound("unit"))?;
+            // A link outlives nothing: once its creator is blocked (or unverified), it stops working.
+            let creator =
+                crate::services::users::current(&state.services, row.creator_uuid).await?;
+            if creator.is_none_or(|c| c.status != crate::domain::UserStatus::Verified) {
+                return Err(Error::InvalidToken);
+            }
             DeviceCaller::Unit {
                 uuid: row.uuid,
                 creator: row.creator_uuid,

@@ -88,9 +88,13 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .map(|p| p.as_str().to_owned());
     let response = next.run(request).await;
+    // The web app's files have no route template: one label for all of them, another for misses.
+    let route = route.unwrap_or_else(|| {
+        let served = response.status().is_success() || response.status().is_redirection();
+        if served { "/app" } else { "unmatched" }.to_owned()
+    });
     let status = response.status().as_u16();
     state
         .metrics
@@ -109,7 +113,35 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
-pub async fn render(State(state): State<AppState>) -> Response {
+/// Whether a request may read `/metrics`: with `metrics_token` set, any client presenting it as a bearer
+/// token; without, only a client connected directly from loopback (a forwarding header means a proxy
+/// relayed it from elsewhere).
+fn may_read(state: &AppState, peer: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> bool {
+    use subtle::ConstantTimeEq;
+    match &state.metrics_token {
+        Some(token) => super::bearer(headers)
+            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()))),
+        None => {
+            peer.ip().is_loopback()
+                && !["forwarded", "x-forwarded-for", "x-real-ip"]
+                    .iter()
+                    .any(|h| headers.contains_key(*h))
+        }
+    }
+}
+
+pub async fn render(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !may_read(&state, peer, &headers) {
+        return crate::error::json_error(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "metrics need the metrics token (metrics_token) or a loopback client",
+        );
+    }
     let mut text = String::new();
     if let Err(error) =
         prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry)

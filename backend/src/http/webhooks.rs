@@ -1,7 +1,9 @@
 //! `POST /api/v1/repo_units/{uuid}/webhook`: push notifications from GitHub or GitLab trigger a sync.
 //!
 //! GitHub signs the body (`X-Hub-Signature-256`), GitLab sends the shared secret (`X-Gitlab-Token`);
-//! anything else, or a wrong proof, gets 401 and starts nothing.
+//! anything else, or a wrong proof, gets 401 and starts nothing. A delivery id seen before
+//! (`X-GitHub-Delivery`, `X-Gitea-Delivery`, `X-Gitlab-Event-UUID`) is a replay and starts nothing; a repo
+//! syncs at most once per `WEBHOOK_SYNC_INTERVAL`, later deliveries folding into the scheduled sync.
 
 use axum::Json;
 use axum::body::{Body, to_bytes};
@@ -12,6 +14,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::error::{Error, json_error};
+use crate::services::repo_sync::WebhookSync;
 use crate::services::repo_units::{self, WebhookProof};
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -46,13 +49,29 @@ pub async fn receive(
     } else {
         (WebhookProof::None, false)
     };
-    match repo_units::webhook(&state.services, uuid, proof, is_push, &body).await {
-        Ok(true) => (
+    // The forge's id of this delivery: a replay of a signed delivery carries the same one.
+    let delivery = [
+        "x-github-delivery",
+        "x-gitea-delivery",
+        "x-gitlab-event-uuid",
+    ]
+    .into_iter()
+    .find_map(|name| header(&headers, name));
+    match repo_units::webhook(&state.services, uuid, proof, is_push, delivery, &body).await {
+        Ok(Some(WebhookSync::Scheduled)) => (
             StatusCode::ACCEPTED,
             Json(json!({ "status": "sync started" })),
         )
             .into_response(),
-        Ok(false) => Json(json!({ "status": "ignored: not a push event" })).into_response(),
+        Ok(Some(WebhookSync::Folded)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "status": "sync already scheduled" })),
+        )
+            .into_response(),
+        Ok(Some(WebhookSync::Replayed)) => {
+            Json(json!({ "status": "ignored: delivery already received" })).into_response()
+        }
+        Ok(None) => Json(json!({ "status": "ignored: not a push event" })).into_response(),
         Err(error) => error.into_response(),
     }
 }

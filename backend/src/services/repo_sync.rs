@@ -35,8 +35,34 @@ pub enum RepoEvent {
     },
 }
 
+/// Webhook-triggered syncs of one repo_unit start at most this often; deliveries in between fold into
+/// the one already scheduled (it fetches everything they announced).
+pub const WEBHOOK_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+/// Delivery ids remembered to refuse replays; the oldest are forgotten first.
+const DELIVERIES_KEPT: usize = 4096;
+
+/// What a verified push delivery led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookSync {
+    /// A sync starts now or at the end of the current interval.
+    Scheduled,
+    /// A sync is already scheduled and will fetch this push too.
+    Folded,
+    /// This delivery id was seen before: a replay or a redelivery, nothing to do.
+    Replayed,
+}
+
+#[derive(Default)]
+struct Webhooks {
+    /// When the latest webhook-triggered sync of each repo_unit starts (or started).
+    starts: HashMap<Uuid, Instant>,
+    seen: std::collections::HashSet<(Uuid, String)>,
+    order: std::collections::VecDeque<(Uuid, String)>,
+}
+
 /// Shared sync state.
 pub struct RepoSync {
+    webhooks: Mutex<Webhooks>,
     events: broadcast::Sender<RepoEvent>,
     permits: Semaphore,
     locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
@@ -47,6 +73,7 @@ pub struct RepoSync {
 impl RepoSync {
     pub fn new(concurrency: usize) -> Self {
         Self {
+            webhooks: Mutex::new(Webhooks::default()),
             events: broadcast::channel(1024).0,
             permits: Semaphore::new(concurrency),
             locks: Mutex::new(HashMap::new()),
@@ -63,6 +90,38 @@ impl RepoSync {
     /// Syncs under way right now.
     pub fn running(&self) -> usize {
         self.running.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Decides what a verified push delivery does: replays (same delivery id) nothing, and a repo_unit
+    /// syncs at most once per [`WEBHOOK_SYNC_INTERVAL`] however many deliveries arrive. Returns the delay
+    /// before the sync to start, if one is to start.
+    fn admit_webhook(
+        &self,
+        uuid: Uuid,
+        delivery: Option<&str>,
+        now: Instant,
+    ) -> (WebhookSync, Option<Duration>) {
+        let mut hooks = self.webhooks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = delivery {
+            let key = (uuid, id.to_owned());
+            if hooks.seen.contains(&key) {
+                return (WebhookSync::Replayed, None);
+            }
+            if hooks.order.len() >= DELIVERIES_KEPT
+                && let Some(oldest) = hooks.order.pop_front()
+            {
+                hooks.seen.remove(&oldest);
+            }
+            hooks.seen.insert(key.clone());
+            hooks.order.push_back(key);
+        }
+        let start = match hooks.starts.get(&uuid) {
+            Some(&scheduled) if scheduled > now => return (WebhookSync::Folded, None),
+            Some(&last) => (last + WEBHOOK_SYNC_INTERVAL).max(now),
+            None => now,
+        };
+        hooks.starts.insert(uuid, start);
+        (WebhookSync::Scheduled, Some(start - now))
     }
 
     fn lock_for(&self, uuid: Uuid) -> Arc<tokio::sync::Mutex<()>> {
@@ -224,6 +283,19 @@ fn fetch_or_reclone(
     }
 }
 
+/// Starts the sync a verified push delivery asks for, unless it is a replay or one is already scheduled.
+pub fn webhook_sync(services: &Services, uuid: Uuid, delivery: Option<&str>) -> WebhookSync {
+    let (outcome, delay) = services
+        .repo_sync()
+        .admit_webhook(uuid, delivery, Instant::now());
+    if let Some(delay) = delay {
+        spawn_sync(services, uuid, delay);
+    } else {
+        tracing::info!(repo_unit = %uuid, ?outcome, "webhook delivery starts no sync");
+    }
+    outcome
+}
+
 /// Starts a sync in the background (webhooks, the scheduler).
 pub fn spawn_sync(services: &Services, uuid: Uuid, jitter: Duration) {
     let services = services.clone();
@@ -287,6 +359,47 @@ impl RepoSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_deliveries_are_deduplicated_and_folded() {
+        let sync = RepoSync::new(1);
+        let (repo, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let t0 = Instant::now();
+        let admit = |id: Option<&str>, uuid, at| sync.admit_webhook(uuid, id, at);
+        assert_eq!(
+            admit(Some("a"), repo, t0),
+            (WebhookSync::Scheduled, Some(Duration::ZERO))
+        );
+        assert_eq!(
+            admit(Some("a"), repo, t0),
+            (WebhookSync::Replayed, None),
+            "replay"
+        );
+        let soon = t0 + Duration::from_secs(1);
+        assert_eq!(
+            admit(Some("b"), repo, soon),
+            (
+                WebhookSync::Scheduled,
+                Some(WEBHOOK_SYNC_INTERVAL - Duration::from_secs(1))
+            ),
+            "a new push within the interval waits for its end"
+        );
+        for i in 0..100 {
+            let id = format!("c{i}");
+            assert_eq!(admit(Some(&id), repo, soon).0, WebhookSync::Folded);
+            assert_eq!(admit(None, repo, soon).0, WebhookSync::Folded);
+        }
+        assert_eq!(
+            admit(Some("a"), other, t0).0,
+            WebhookSync::Scheduled,
+            "per repo"
+        );
+        let later = t0 + 3 * WEBHOOK_SYNC_INTERVAL;
+        assert_eq!(
+            admit(None, repo, later),
+            (WebhookSync::Scheduled, Some(Duration::ZERO))
+        );
+    }
 
     #[test]
     fn backoff_doubles_from_a_minute_and_is_capped_by_the_period() {

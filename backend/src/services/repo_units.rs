@@ -400,14 +400,16 @@ pub enum WebhookProof<'a> {
     None,
 }
 
-/// Verifies a webhook delivery and, when it is a push, starts a sync. `Ok(false)`: verified, not a push.
+/// Verifies a webhook delivery and, when it is a push, starts a sync (see [`repo_sync::webhook_sync`]).
+/// `Ok(None)`: verified, not a push.
 pub async fn webhook(
     services: &Services,
     uuid: Uuid,
     proof: WebhookProof<'_>,
     is_push: bool,
+    delivery: Option<&str>,
     body: &[u8],
-) -> Result<bool> {
+) -> Result<Option<repo_sync::WebhookSync>> {
     let row = repo_units::Entity::find_by_id(uuid)
         .one(services.db())
         .await?
@@ -438,10 +440,7 @@ pub async fn webhook(
         tracing::info!(repo_unit = %uuid, "webhook refused: bad signature");
         return Err(Error::Unauthenticated);
     }
-    if is_push {
-        repo_sync::spawn_sync(services, uuid, std::time::Duration::ZERO);
-    }
-    Ok(is_push)
+    Ok(is_push.then(|| repo_sync::webhook_sync(services, uuid, delivery)))
 }
 
 /// Adds the configured standard repositories as public repo_units of `admin`; returns what failed.

@@ -79,7 +79,8 @@ impl TokenIssuer {
     pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_nbf = true;
-        validation.leeway = 5;
+        // No leeway: an expired token is refused at once (one server issues and checks, one clock).
+        validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
         let mut unit_validation = Validation::new(Algorithm::HS256);
         unit_validation.validate_exp = false;

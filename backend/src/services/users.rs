@@ -309,7 +309,9 @@ async fn ensure_not_last_admin(services: &Services, user: &users::Model) -> Resu
     Ok(())
 }
 
-/// Sets an account's status (verify, block, unblock); admins only. Blocking revokes every token.
+/// Sets an account's status (verify, block, unblock); admins only. Any status but `Verified` (blocked, or
+/// back to unverified) revokes every token and disconnects the account's units, and may not take away the
+/// instance's last active admin.
 pub async fn set_status(
     services: &Services,
     actor: &Actor,
@@ -318,27 +320,24 @@ pub async fn set_status(
 ) -> Result<users::Model> {
     let admin = actor.require_admin()?;
     let user = get_model(services, id).await?;
-    if status == UserStatus::Blocked {
-        if admin.id == id {
-            return Err(Error::Conflict("an admin cannot block themselves".into()));
-        }
+    if status == UserStatus::Blocked && admin.id == id {
+        return Err(Error::Conflict("an admin cannot block themselves".into()));
+    }
+    if status != UserStatus::Verified && user.status == UserStatus::Verified {
         ensure_not_last_admin(services, &user).await?;
     }
     let mut active = user.into_active_model();
     active.status = Set(status);
-    if status == UserStatus::Blocked {
-        let blocked = bump_token_version(services, active).await?;
-        disconnect_units(services, blocked.uuid).await?;
-        Ok(blocked)
-    } else {
+    if status == UserStatus::Verified {
         active.updated_at = Set(Utc::now());
         let user = active.update(services.db()).await?;
         services.sessions().invalidate(user.uuid);
-        if status != UserStatus::Verified {
-            disconnect_units(services, user.uuid).await?;
-        }
-        Ok(user)
+        return Ok(user);
     }
+    // A user who may not log in loses their tokens and takes their devices offline with them.
+    let revoked = bump_token_version(services, active).await?;
+    disconnect_units(services, revoked.uuid).await?;
+    Ok(revoked)
 }
 
 /// A creator who is no longer verified takes their devices offline with them (units of a creator who is not

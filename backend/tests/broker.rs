@@ -803,30 +803,3 @@ async fn clearing_the_retained_update_on_a_token_change_delivers_nothing_to_the_
         .ok();
     assert!(rest.is_empty(), "the unit received {rest:?}");
 }
-
-/// A creator set back to UNVERIFIED loses their units' sessions, as a blocked one does.
-#[tokio::test]
-async fn an_unverified_creators_units_are_disconnected_and_refused() {
-    let fx = Fixture::new(|_| {}).await;
-    let unit = device(&fx, "Owned").await;
-    let mut mqtt = unit.connect(&fx).await;
-    let (_, admin) = fx.server.admin("root").await;
-    let (_, me) = fx
-        .server
-        .gql("{ me { uuid } }", json!({}), Some(&fx.token))
-        .await;
-    let (_, body) = fx
-        .server
-        .gql(
-            "mutation($u: ID!) { setUserStatus(uuid: $u, status: UNVERIFIED) { status } }",
-            json!({ "u": me["data"]["me"]["uuid"] }),
-            Some(&admin),
-        )
-        .await;
-    assert!(body["errors"].is_null(), "{body}");
-    mqtt.closed().await;
-    assert_eq!(
-        connect(&fx.server, &unit.uuid, &unit.token).await.err(),
-        Some(ConnectReturnCode::BadUserNamePassword)
-    );
-}

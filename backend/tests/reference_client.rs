@@ -367,10 +367,25 @@ async fn a_reference_client_program_runs_talks_and_updates_itself() {
             Some(&fx.token),
         )
         .await;
-    wait_for(&fx, "the log sync", unit_query, vars.clone(), |b| {
-        logs_contain(b, "Get base MQTT command: log_sync/pepeunit")
+    // The client answers log_sync by republishing its whole log, then logs "Log sync completed"; a
+    // connection's publishes are stored in order, so once that line is in, the republished log is too.
+    let synced = wait_for(&fx, "the log sync", unit_query, vars.clone(), |b| {
+        logs_contain(b, "Log sync completed")
     })
     .await;
+    let count = |body: &Value, text: &str| {
+        body["data"]["unit"]["logs"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["text"].as_str() == Some(text))
+            .count()
+    };
+    assert_eq!(
+        count(&synced, "started v1"),
+        1,
+        "a line the client republishes on log_sync is stored once: {synced}"
+    );
 
     // The update: a new commit on the branch; the program downloads it and restarts into it.
     fx.source
@@ -386,5 +401,36 @@ async fn a_reference_client_program_runs_talks_and_updates_itself() {
         std::fs::read_to_string(device.path().join("main.py"))
             .unwrap()
             .contains("VERSION = \"v2\"")
+    );
+
+    // A new token disconnects the device; clearing its retained update command on the way must not
+    // reach it as an (empty) update command, which the client would act on with its revoked token.
+    let update_commands = || {
+        std::fs::read_to_string(device.path().join("log.json"))
+            .unwrap_or_default()
+            .matches("Get base MQTT command: update/pepeunit")
+            .count()
+    };
+    let before = update_commands();
+    let (_, body) = fx
+        .server
+        .gql(
+            "mutation($u: ID!) { regenerateUnitToken(uuid: $u) }",
+            vars.clone(),
+            Some(&fx.token),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    wait_for(&fx, "the device to be disconnected", unit_query, vars.clone(), |b| {
+        b["data"]["unit"]["online"] == false
+    })
+    .await;
+    // The client handles messages on its network thread: give one that was delivered time to be logged.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        update_commands(),
+        before,
+        "no update command after the token changed: {}",
+        std::fs::read_to_string(device.path().join("log.json")).unwrap_or_default()
     );
 }

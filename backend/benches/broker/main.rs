@@ -336,6 +336,7 @@ async fn measure(
 
     let (broker_cpu0, _) = broker.pid.map(usage).unwrap_or_default();
     let (client_cpu0, _) = usage(std::process::id());
+    let measured_from = Instant::now();
     let start = Instant::now() + Duration::from_millis(300);
     let stop = start + Duration::from_secs(settings.seconds);
     let drain = stop + settings.drain;
@@ -373,6 +374,12 @@ async fn measure(
     }
     let published = Instant::now();
     out.publish_seconds = published.saturating_duration_since(start).as_secs_f64();
+    // CPU over the load itself (start signal to the last PUBACK), not the wait for a lost tail after it.
+    let window = published.duration_since(measured_from).as_secs_f64();
+    if let Some(pid) = broker.pid {
+        out.broker_cpu = Some((usage(pid).0 - broker_cpu0) / window * 100.0);
+    }
+    out.client_cpu = (usage(std::process::id()).0 - client_cpu0) / window * 100.0;
     if let Some(subscriber) = subscriber {
         let expected = out.sent.iter().map(|s| s.sent).sum::<u64>();
         let received = tokio::task::spawn_blocking(move || {
@@ -386,13 +393,9 @@ async fn measure(
     if let Some(sampler) = sampler {
         let _ = sampler.await;
     }
-    let elapsed = start.elapsed().as_secs_f64();
     if let Some(pid) = broker.pid {
-        let (cpu1, rss) = usage(pid);
-        out.broker_cpu = Some((cpu1 - broker_cpu0) / elapsed * 100.0);
-        out.broker_rss_max = Some(rss_max.load(Ordering::Relaxed).max(rss));
+        out.broker_rss_max = Some(rss_max.load(Ordering::Relaxed).max(usage(pid).1));
     }
-    out.client_cpu = (usage(std::process::id()).0 - client_cpu0) / elapsed * 100.0;
     out
 }
 
@@ -453,32 +456,52 @@ fn resources(m: &Measured) -> Vec<String> {
     ]
 }
 
-fn notes(label: &str, scenario: &str, m: &Measured, notes: &mut Vec<String>) {
+/// (broker, scenario, what happened).
+type Note = (String, String, String);
+
+fn notes(label: &str, scenario: &str, m: &Measured, notes: &mut Vec<Note>) {
     if !m.connect_failures.is_empty() {
-        notes.push(format!(
-            "{label}, {scenario}: {} clients failed to connect (first: {})",
-            m.connect_failures.len(),
-            m.connect_failures[0]
+        notes.push((
+            label.to_owned(),
+            scenario.to_owned(),
+            format!(
+                "{} clients failed to connect (first: {})",
+                m.connect_failures.len(),
+                m.connect_failures[0]
+            ),
         ));
     }
     if let Some(error) = &m.subscriber_error {
-        notes.push(format!("{label}, {scenario}: subscriber failed: {error}"));
+        notes.push((
+            label.to_owned(),
+            scenario.to_owned(),
+            format!("subscriber failed: {error}"),
+        ));
     }
     if let Some(r) = &m.received {
         if r.denied > 0 {
-            notes.push(format!(
-                "{label}, {scenario}: {} subscriptions refused",
-                r.denied
+            notes.push((
+                label.to_owned(),
+                scenario.to_owned(),
+                format!("{} subscriptions refused", r.denied),
             ));
         }
         if r.granted_qos0 > 0 {
-            notes.push(format!(
-                "{label}, {scenario}: the subscriber asked for QoS 1 and was granted QoS 0 on {} topics",
-                r.granted_qos0
+            notes.push((
+                label.to_owned(),
+                scenario.to_owned(),
+                format!(
+                    "the subscriber asked for QoS 1 and was granted QoS 0 ({} topics)",
+                    r.granted_qos0
+                ),
             ));
         }
         if let Some(error) = &r.error {
-            notes.push(format!("{label}, {scenario}: subscriber: {error}"));
+            notes.push((
+                label.to_owned(),
+                scenario.to_owned(),
+                format!("subscriber: {error}"),
+            ));
         }
     }
     let cut: u32 = m.sent.iter().map(|s| s.disconnects).sum();
@@ -488,8 +511,10 @@ fn notes(label: &str, scenario: &str, m: &Measured, notes: &mut Vec<String>) {
             .iter()
             .find_map(|s| s.last_error.clone())
             .unwrap_or_default();
-        notes.push(format!(
-            "{label}, {scenario}: publishers were disconnected {cut} times (e.g. {first})"
+        notes.push((
+            label.to_owned(),
+            scenario.to_owned(),
+            format!("publishers were disconnected {cut} times (e.g. {first})"),
         ));
     }
 }
@@ -846,8 +871,19 @@ async fn run(settings: Settings) {
     if !notes_out.is_empty() {
         println!();
         println!("Notes:");
-        for note in notes_out {
-            println!("- {note}");
+        // One line per broker and observation, listing the scenarios it happened in.
+        let mut merged: Vec<(String, String, Vec<String>)> = Vec::new();
+        for (label, scenario, note) in notes_out {
+            match merged
+                .iter_mut()
+                .find(|(l, n, _)| *l == label && *n == note)
+            {
+                Some((_, _, scenarios)) => scenarios.push(scenario),
+                None => merged.push((label, note, vec![scenario])),
+            }
+        }
+        for (label, note, scenarios) in merged {
+            println!("- {label}, {}: {note}", scenarios.join(", "));
         }
     }
 }

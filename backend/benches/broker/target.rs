@@ -46,7 +46,7 @@ impl Spec {
         for (k, v) in &self.env {
             label.push_str(&format!(", {k}={v}"));
         }
-        if let Some((_, name)) = &self.bin {
+        if let Some((_, name)) = self.bin.as_ref().filter(|(_, n)| !n.is_empty()) {
             label.push_str(&format!(" ({name})"));
         }
         label
@@ -120,20 +120,26 @@ pub async fn start(
     run: usize,
 ) -> Broker {
     match &spec.kind {
-        Kind::Mosquitto => start_mosquitto(mosquitto_bin, publishers).await,
+        Kind::Mosquitto => {
+            // Extra configuration lines, given like server settings: `mosquitto[max_queued_messages=0]`.
+            let extra: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            start_mosquitto(mosquitto_bin, publishers, &extra).await
+        }
         Kind::Sqlite | Kind::Postgres => start_pepeunit(spec, publishers, postgres, run).await,
     }
 }
 
-async fn start_mosquitto(bin: &str, publishers: usize) -> Broker {
+async fn start_mosquitto(bin: &str, publishers: usize, extra: &[String]) -> Broker {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let conf = dir.path().join("mosquitto.conf");
-    // Mosquitto's defaults otherwise (max_inflight_messages 20, max_queued_messages 1000), as installed.
+    // Mosquitto's defaults otherwise (max_inflight_messages 20, max_queued_messages 1000), as installed,
+    // unless the target adds lines.
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nmax_connections -1\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nmax_connections -1\n{}\n",
+            extra.join("\n")
         ),
     )
     .unwrap();

@@ -527,3 +527,49 @@ async fn disconnect_reason_or_open(stream: &mut TcpStream) -> Option<u8> {
         Err(_) => None,
     }
 }
+
+/// Resident memory of this process in KiB.
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
+    pages * 4
+}
+
+/// A measurement, not a check: `cargo nextest run --test limits -E 'test(idle_connection_memory)' --run-ignored only`.
+#[tokio::test]
+#[ignore = "a measurement; prints the memory an idle connected unit costs"]
+async fn idle_connection_memory() {
+    let fx = Fixture::new(|_| {}).await;
+    let n = 400;
+    let mut units = Vec::new();
+    for i in 0..n {
+        units.push(device(&fx, &format!("Idle {i}")).await);
+    }
+    // One connection first, so lazily built state is not counted per connection.
+    let mut streams = vec![raw_v3(&fx, &units[0]).await];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib();
+    for unit in &units[1..] {
+        streams.push(raw_v3(&fx, unit).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib();
+    println!(
+        "{} idle connections: RSS {before} KiB -> {after} KiB, {:.1} KiB per connection",
+        n - 1,
+        (after - before) as f64 / f64::from(n - 1)
+    );
+}
+
+async fn raw_v3(fx: &Fixture, unit: &Device) -> TcpStream {
+    let mut stream = TcpStream::connect(fx.server.mqtt).await.unwrap();
+    let mut body = Vec::new();
+    string(&mut body, "MQTT");
+    body.extend_from_slice(&[4, 0x82, 0, 60]);
+    string(&mut body, &unit.uuid);
+    string(&mut body, &unit.token);
+    stream.write_all(&frame(0x10, &body)).await.unwrap();
+    let (first, body) = next_packet(&mut stream).await.expect("CONNACK");
+    assert_eq!((first, body[1]), (0x20, 0));
+    stream
+}

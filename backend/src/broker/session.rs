@@ -137,7 +137,9 @@ where
         _ => return,
     };
     let version = connect.version;
-    let unit = match authenticate(&broker, &connect).await {
+    // The database calls are boxed: inline, their futures would sit in this task's state for the whole
+    // life of the connection.
+    let unit = match Box::pin(authenticate(&broker, &connect)).await {
         Ok(unit) => unit,
         Err(refusal) => {
             tracing::info!(%peer, client_id = %connect.client_id, ?refusal, "mqtt connect refused");
@@ -147,7 +149,7 @@ where
             return;
         }
     };
-    let acl = match acl::load(broker.services(), unit).await {
+    let acl = match Box::pin(acl::load(broker.services(), unit)).await {
         Ok(acl) => acl,
         Err(error) => {
             tracing::warn!(%unit, %error, "loading permissions failed");
@@ -203,12 +205,11 @@ where
         .services()
         .live()
         .send(LiveEvent::Presence { unit, online: true });
-    let (completions, pending) = mpsc::channel(CONTROL_QUEUE);
-    let completer = tokio::spawn(complete(broker.clone(), pending, control.clone()));
     let limits = &broker.limits;
     let mut session = Session {
         broker: broker.clone(),
-        completions,
+        completions: None,
+        completer: None,
         unit,
         id,
         version,
@@ -247,9 +248,12 @@ where
         conn.close(end.reason());
     }
     let still_online = session.cleanup();
+    let completer = session.completer.take();
     drop(session);
     // Publishes already read are still routed and acknowledged if the client left cleanly.
-    let _ = completer.await;
+    if let Some(completer) = completer {
+        let _ = completer.await;
+    }
     conn.close(reason::NONE);
     let _ = writer.await;
     if !still_online {
@@ -421,7 +425,9 @@ impl Bucket {
 
 struct Session {
     broker: Broker,
-    completions: mpsc::Sender<Pending>,
+    /// Started at the first QoS 1 publish: an idle or QoS 0 connection does without the task and its queue.
+    completions: Option<mpsc::Sender<Pending>>,
+    completer: Option<tokio::task::JoinHandle<()>>,
     unit: Uuid,
     id: u64,
     version: Version,
@@ -509,7 +515,7 @@ impl Session {
     async fn fresh_acl(&mut self) {
         let now = self.broker.router.acl_generation.load(Ordering::SeqCst);
         if now != self.generation {
-            match acl::load(self.broker.services(), self.unit).await {
+            match Box::pin(acl::load(self.broker.services(), self.unit)).await {
                 Ok(acl) => {
                     self.acl = acl;
                     self.generation = now;
@@ -559,7 +565,16 @@ impl Session {
             payload: publish.payload,
             ack: codec::ack(4, packet_id),
         };
-        if self.completions.send(pending).await.is_err() {
+        let completions = self.completions.get_or_insert_with(|| {
+            let (completions, pending) = mpsc::channel(CONTROL_QUEUE);
+            self.completer = Some(tokio::spawn(complete(
+                self.broker.clone(),
+                pending,
+                self.control.clone(),
+            )));
+            completions
+        });
+        if completions.send(pending).await.is_err() {
             return Some(End::Clean);
         }
         None

@@ -839,3 +839,79 @@ async fn a_replayed_webhook_delivery_starts_nothing() {
         assert_eq!(body["status"], "ignored: delivery already received");
     }
 }
+
+/// `git://` remotes go through the guarded transport too: cloned when local remotes are allowed, and
+/// refused at connect time when they are not.
+#[tokio::test]
+async fn git_protocol_remotes_are_fetched_through_the_guard() {
+    let remotes = tempfile::tempdir().unwrap();
+    let source = SourceRepo::firmware(remotes.path(), "fan");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let served = remotes.path().join("served");
+    let mut daemon = tokio::process::Command::new("git")
+        .arg("daemon")
+        .arg("--reuseaddr")
+        .arg("--export-all")
+        .arg("--listen=127.0.0.1")
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", served.display()))
+        .arg(&served)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("git://127.0.0.1:{port}/fan.git");
+    let server = local_server().await;
+    let (_, token) = server.user("alice").await;
+    let body = create(&server, &token, json!({ "name": "fan", "cloneUrl": url })).await;
+    assert_eq!(
+        body["data"]["createRepoUnit"]["defaultBranch"], "main",
+        "{body}"
+    );
+    let head = common::git::git(&source.work, &["rev-parse", "HEAD"]);
+    let uuid = body["data"]["createRepoUnit"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mirror = server.db.data_dir().join("repositories").join(&uuid);
+    assert_eq!(common::git::git(&mirror, &["rev-parse", "main"]), head);
+
+    let strict = TestServer::start().await;
+    let (bob, bob_token) = strict.user("bob").await;
+    let repo = common::insert_repo_unit(
+        strict.services.db(),
+        bob.parse().unwrap(),
+        pepeunit_protocol::Visibility::Public,
+    )
+    .await;
+    set_clone_url(&strict, repo, &url.replace("127.0.0.1", "localhost")).await;
+    let (_, body) = strict
+        .gql(
+            "mutation($u: ID!) { syncRepoUnit(uuid: $u) { lastSyncError } }",
+            json!({ "u": repo }),
+            Some(&bob_token),
+        )
+        .await;
+    assert!(
+        body["data"]["syncRepoUnit"]["lastSyncError"]
+            .as_str()
+            .is_some_and(|e| e.contains("loopback or private address")),
+        "{body}"
+    );
+    daemon.kill().await.unwrap();
+    daemon.wait().await.unwrap();
+}

@@ -80,6 +80,24 @@ fn fetch_options(size_limit: Option<u64>, exceeded: &Cell<bool>) -> FetchOptions
     options
 }
 
+/// Bytes a directory takes, its files summed (symlinks not followed).
+fn disk_size(path: &Path) -> Result<u64, RepoError> {
+    let mut total = 0u64;
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                total = total.saturating_add(entry.metadata()?.len());
+            }
+        }
+    }
+    Ok(total)
+}
+
 fn classify(error: git2::Error, size_limit: Option<u64>, exceeded: bool) -> RepoError {
     match (exceeded, size_limit) {
         (true, Some(limit)) => RepoError::TooLarge { limit },
@@ -153,6 +171,13 @@ impl Mirror {
         size_limit: Option<u64>,
         allow_local_remotes: bool,
     ) -> Result<Vec<BranchMove>, RepoError> {
+        // The download limit bounds one fetch; a mirror already past the limit on disk (grown by many
+        // fetches) fetches no more, so it stays within twice the limit and no branch moves unseen.
+        if let Some(limit) = size_limit
+            && disk_size(&self.path)? > limit
+        {
+            return Err(RepoError::TooLarge { limit });
+        }
         let before = self.branch_heads()?;
         let exceeded = Cell::new(false);
         let mut remote = self.repo.find_remote("origin")?;
@@ -297,5 +322,36 @@ impl Mirror {
             return Ok(None);
         }
         Ok(Some(self.repo.find_blob(entry.id())?.content().to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mirror grown past the size limit on disk (by fetches each under the download limit) is not
+    /// fetched again.
+    #[test]
+    fn a_mirror_over_the_limit_on_disk_fetches_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        repo.blob(&noise).unwrap();
+        repo.remote("origin", "https://example.com/never-contacted.git")
+            .unwrap();
+        let mirror = Mirror::open(dir.path()).unwrap();
+        let error = mirror.fetch(None, Some(100_000), false).unwrap_err();
+        assert!(
+            matches!(error, RepoError::TooLarge { limit: 100_000 }),
+            "{error}"
+        );
     }
 }

@@ -109,11 +109,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The Content-Security-Policy of every response. The web app is a wasm module with its JS glue, all
-/// same-origin (`'wasm-unsafe-eval'` lets it compile); inline scripts of HTML pages are allowed by their
-/// hash only ([`with_script_hashes`]). `'unsafe-eval'` stays while the app's framework may build
-/// functions from strings; styles may be inline (the app sets them on elements).
-const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' 'unsafe-eval'; \
+/// The Content-Security-Policy of every response, unless a handler set its own. The web app is a wasm
+/// module with its JS glue, all same-origin (`'wasm-unsafe-eval'` lets it compile; it never evaluates
+/// strings); inline scripts of HTML pages are allowed by their hash only ([`with_script_hashes`]); styles
+/// may be inline (the app sets them on elements).
+const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
 style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; \
 object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 

@@ -212,11 +212,21 @@ async fn a_republished_log_is_stored_once() {
 }
 
 /// Not a check: a measurement of QoS 1 fan-in (50 units publishing flat out for 10 s), printed for the
-/// notes. `cargo nextest run --test ingestion --run-ignored only -E 'test(fan_in)' --no-capture`.
+/// notes. `cargo nextest run --test ingestion --run-ignored only -E 'test(fan_in)' --no-capture`, with
+/// `PEPEUNIT_DATABASE_SQLITE_SYNCHRONOUS=normal` to measure that durability level.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run by hand"]
 async fn fan_in_measurement() {
-    let fx = Fixture::new(|_| {}).await;
+    let normal = std::env::var("PEPEUNIT_DATABASE_SQLITE_SYNCHRONOUS").is_ok_and(|v| v == "normal");
+    let fx = Fixture::with_config(
+        |_| {},
+        |c| {
+            if normal {
+                c.database_sqlite_synchronous = pepeunit_backend::config::SqliteSync::Normal;
+            }
+        },
+    )
+    .await;
     let mut publishers = Vec::new();
     for i in 0..50 {
         let unit = device(&fx, &format!("Fan-in {i}")).await;

@@ -144,7 +144,7 @@ impl Default for Config {
             refresh_token_ttl_seconds: 30 * 24 * 3600,
             max_body_bytes: 1024 * 1024,
             graphql_max_depth: 12,
-            graphql_max_complexity: 10_000,
+            graphql_max_complexity: 50_000,
             login_max_failures: 10,
             login_failure_window_seconds: 300,
             trust_forwarded_for: false,
@@ -279,7 +279,7 @@ pub struct ConfigArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graphql_max_depth: Option<usize>,
 
-    /// Most complex GraphQL query accepted (one point per field) [default: 10000]
+    /// Most costly GraphQL operation accepted (see docs/src/configuration.md for the cost model) [default: 50000]
     #[arg(long, env = "PEPEUNIT_GRAPHQL_MAX_COMPLEXITY", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graphql_max_complexity: Option<usize>,
@@ -697,7 +697,7 @@ mod tests {
         let config = Config::load(&args).unwrap();
         assert_eq!(config.graphql_max_depth, 7);
         assert_eq!(config.log_level, "warn");
-        assert_eq!(config.graphql_max_complexity, 10_000);
+        assert_eq!(config.graphql_max_complexity, 50_000);
     }
 
     #[test]

@@ -43,7 +43,7 @@ const QUERY_COST: usize = 25;
 /// What a mutation that hashes a password or talks to a git remote costs: a few fit in one request,
 /// hundreds of aliases do not. (`login` stays cheap: its own throttle bounds it, and it must work under
 /// any complexity limit.)
-pub(crate) const EXPENSIVE_MUTATION: usize = 1000;
+pub(crate) const EXPENSIVE_MUTATION: usize = 5000;
 /// The most rows any list returns (the services clamp `limit` to it).
 const MAX_ROWS: u64 = 1000;
 

@@ -421,9 +421,13 @@ async fn a_reference_client_program_runs_talks_and_updates_itself() {
         )
         .await;
     assert!(body["errors"].is_null(), "{body}");
-    wait_for(&fx, "the device to be disconnected", unit_query, vars.clone(), |b| {
-        b["data"]["unit"]["online"] == false
-    })
+    wait_for(
+        &fx,
+        "the device to be disconnected",
+        unit_query,
+        vars.clone(),
+        |b| b["data"]["unit"]["online"] == false,
+    )
     .await;
     // The client handles messages on its network thread: give one that was delivered time to be logged.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;

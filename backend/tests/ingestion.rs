@@ -267,3 +267,90 @@ async fn fan_in_measurement() {
         acked as f64 / run.as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_a_large_history_to_last_n_does_not_hold_up_pubacks() {
+    let fx = Fixture::new(|_| {}).await;
+    let sensor = device(&fx, "Sensor").await;
+    let node_id = node(&sensor.unit, "current_temp/pepeunit")["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let policy = |kind: &str, extra: &str| {
+        format!(
+            "mutation($n: ID!) {{ updateUnitNode(uuid: $n, input: {{ historyKind: {kind}, {extra} }}) {{ uuid }} }}"
+        )
+    };
+    let (_, body) = fx
+        .server
+        .gql(
+            &policy("WINDOW", "historyWindowSeconds: 31536000"),
+            json!({ "n": node_id }),
+            Some(&fx.token),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    // A long history, written directly.
+    let db = fx.server.services.db();
+    let node_uuid: uuid::Uuid = node_id.parse().unwrap();
+    let rows = 200_000;
+    let backend = sea_orm::ConnectionTrait::get_database_backend(db);
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => format!(
+            "INSERT INTO unit_node_values (unit_node_uuid, value, created_at) \
+             SELECT $1, CAST(i AS text), $2 FROM generate_series(1, {rows}) AS i"
+        ),
+        _ => format!(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {rows}) \
+             INSERT INTO unit_node_values (unit_node_uuid, value, created_at) SELECT ?, i, ? FROM c"
+        ),
+    };
+    sea_orm::ConnectionTrait::execute_raw(
+        db,
+        sea_orm::Statement::from_sql_and_values(
+            backend,
+            sql,
+            [node_uuid.into(), chrono::Utc::now().into()],
+        ),
+    )
+    .await
+    .unwrap();
+    let (_, body) = fx
+        .server
+        .gql(
+            &policy("LAST_N", "historyLimit: 10"),
+            json!({ "n": node_id }),
+            Some(&fx.token),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+
+    // The unit keeps publishing; its PUBACKs stay fast while the old history goes.
+    let (client, mut acks) = connect(&fx, &sensor).await;
+    let topic = sensor.topic("current_temp/pepeunit");
+    let history = || {
+        pepeunit_backend::entities::unit_node_values::Entity::find()
+            .filter(
+                pepeunit_backend::entities::unit_node_values::Column::UnitNodeUuid.eq(node_uuid),
+            )
+            .count(db)
+    };
+    let mut slowest = Duration::ZERO;
+    for _ in 0..600 {
+        slowest = slowest.max(acked(&client, &mut acks, &topic).await);
+        // Trims run once a second: the last second's values may still be there.
+        if history().await.unwrap() <= 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest PUBACK while trimming: {slowest:?}"
+    );
+    let left = history().await.unwrap();
+    assert!(
+        left <= 100,
+        "the history is trimmed to its policy: {left} rows left"
+    );
+}

@@ -144,8 +144,14 @@ impl Ingestor {
             logged: Mutex::default(),
         });
         let dirty = Arc::new(Mutex::new(Dirty::default()));
-        tokio::spawn(run(services.clone(), shared.clone(), dirty.clone()));
-        tokio::spawn(run_trims(services, dirty));
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        tokio::spawn(run(
+            services.clone(),
+            shared.clone(),
+            dirty.clone(),
+            gate.clone(),
+        ));
+        tokio::spawn(run_trims(services, dirty, gate));
         Self { shared }
     }
 
@@ -259,7 +265,12 @@ struct LogWindow {
     lines: u32,
 }
 
-async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>) {
+/// Taken by the writer for each batch and by the trimmer for each statement: tokio's mutex is fair, so a
+/// long trim (millions of rows after a policy switch) alternates with the batches instead of holding
+/// SQLite's write lock while they wait.
+type WriteGate = Arc<tokio::sync::Mutex<()>>;
+
+async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, gate: WriteGate) {
     let log_ttl = Duration::from_secs(shared.settings.log_ttl_seconds);
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
     let mut live = Vec::new();
@@ -272,6 +283,7 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>) 
         }
         let watched = services.live().watched();
         let mut touched = Dirty::default();
+        let turn = gate.lock().await;
         let written = write(
             services.db(),
             &shared,
@@ -289,6 +301,7 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>) 
                 false
             }
         };
+        drop(turn);
         // Connections first: they are waiting on this commit.
         for job in batch.drain(..) {
             let _ = job.done.send(ok);
@@ -472,7 +485,7 @@ async fn write_values(
 /// Trims, once a second, the history of nodes that got values and the logs of units that got lines, each
 /// statement deleting at most [`data::TRIM_BATCH`] rows outside any ingestion transaction. What is left
 /// over (a node switched to a smaller policy with millions of rows) goes on in the next rounds.
-async fn run_trims(services: Services, dirty: Arc<Mutex<Dirty>>) {
+async fn run_trims(services: Services, dirty: Arc<Mutex<Dirty>>, gate: WriteGate) {
     let keep_logs = services.units().log_lines_kept;
     let mut ticker = tokio::time::interval(TRIM_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -488,19 +501,28 @@ async fn run_trims(services: Services, dirty: Arc<Mutex<Dirty>>) {
         }
         let mut budget = TRIMS_PER_ROUND;
         let nodes: Vec<Uuid> = pending.nodes.iter().copied().collect();
-        for node in nodes {
-            if budget == 0 {
-                break;
-            }
-            budget -= 1;
-            match trim_node(services.db(), node).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    pending.nodes.remove(&node);
+        'nodes: for node in nodes {
+            // A node with much to trim goes on within the round's budget, a statement at a time.
+            loop {
+                if budget == 0 {
+                    break 'nodes;
                 }
-                Err(error) => {
-                    tracing::warn!(%node, %error, "trimming history failed");
-                    pending.nodes.remove(&node);
+                budget -= 1;
+                let trimmed = {
+                    let _turn = gate.lock().await;
+                    trim_node(services.db(), node).await
+                };
+                match trimmed {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        pending.nodes.remove(&node);
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%node, ?error, "trimming history failed");
+                        pending.nodes.remove(&node);
+                        break;
+                    }
                 }
             }
         }
@@ -510,13 +532,17 @@ async fn run_trims(services: Services, dirty: Arc<Mutex<Dirty>>) {
                 break;
             }
             budget -= 1;
-            match data::trim_logs(services.db(), unit, keep_logs).await {
+            let trimmed = {
+                let _turn = gate.lock().await;
+                data::trim_logs(services.db(), unit, keep_logs).await
+            };
+            match trimmed {
                 Ok(true) => {}
                 Ok(false) => {
                     pending.logs.remove(&unit);
                 }
                 Err(error) => {
-                    tracing::warn!(%unit, %error, "trimming logs failed");
+                    tracing::warn!(%unit, ?error, "trimming logs failed");
                     pending.logs.remove(&unit);
                 }
             }

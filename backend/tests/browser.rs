@@ -1,4 +1,5 @@
 //! The web app in headless Chromium against a real server: register, mirror a local git repository,
+//! see the banner saying the default MQTT port was taken (the test holds it) and dismiss it,
 //! create two units, link an output to an input by dragging, see a value a real MQTT client publishes
 //! appear on the node, delete the link, start a rollout of the repository, change the password and log
 //! in with the new one, then as the admin close registration, block that user and delete them.
@@ -69,11 +70,18 @@ async fn graph_editor_in_a_real_browser() {
     source.publish();
     let git = GitHttpServer::start(remotes.path(), None, Duration::ZERO).await;
     let dist = report.dist.clone();
+    // The "default" MQTT port is held by another socket, as Mosquitto holds 1883 on many machines: the
+    // server falls back to a free port and the app must say so.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let default = taken.local_addr().unwrap();
     let server = TestServer::start_with(|c| {
         c.allow_local_remotes = true;
         c.frontend_dir = dist;
+        c.mqtt_bind = default;
+        c.mqtt_bind_explicit = false;
     })
     .await;
+    assert_ne!(server.mqtt.port(), default.port());
     // The instance's admin, as `pepeunit admin create` makes it: the script logs in as it at the end.
     server.admin("root").await;
     let out = paths_out();
@@ -85,6 +93,7 @@ async fn graph_editor_in_a_real_browser() {
         .env("PEPEUNIT_URL", &server.base)
         .env("PEPEUNIT_REPO_URL", git.url("firmware"))
         .env("PEPEUNIT_MQTT_URL", format!("mqtt://{}", server.mqtt))
+        .env("PEPEUNIT_MQTT_PORT_TAKEN", default.port().to_string())
         .env("PEPEUNIT_E2E_OUT", &out)
         .env("PEPEUNIT_ADMIN", format!("root:{PASSWORD}"))
         .env("CHROMIUM", &browser)
@@ -101,7 +110,9 @@ async fn graph_editor_in_a_real_browser() {
         "browser test failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     eprintln!("{stdout}");
+    drop(taken);
     for shot in [
+        "mqtt-port-notice.png",
         "graph.png",
         "form-repo-unit.png",
         "form-validation.png",

@@ -2,8 +2,9 @@
 // Headless Chromium from the distribution, driven by playwright-core; a real MQTT client plays the unit.
 //
 // Environment: PEPEUNIT_URL (the server), PEPEUNIT_REPO_URL (a git remote the server may mirror),
-// PEPEUNIT_MQTT_URL (its broker), PEPEUNIT_E2E_OUT (where screenshots go), PEPEUNIT_ADMIN (login:password
-// of an admin), CHROMIUM (browser binary).
+// PEPEUNIT_MQTT_URL (its broker), PEPEUNIT_MQTT_PORT_TAKEN (the default port the test holds, so the broker
+// fell back to the one in PEPEUNIT_MQTT_URL), PEPEUNIT_E2E_OUT (where screenshots go), PEPEUNIT_ADMIN
+// (login:password of an admin), CHROMIUM (browser binary).
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import mqtt from "mqtt";
@@ -13,10 +14,12 @@ const base = process.env.PEPEUNIT_URL;
 const repoUrl = process.env.PEPEUNIT_REPO_URL;
 const mqttUrl = process.env.PEPEUNIT_MQTT_URL;
 const out = process.env.PEPEUNIT_E2E_OUT;
+const portTaken = process.env.PEPEUNIT_MQTT_PORT_TAKEN;
 const [adminLogin, adminPassword] = (process.env.PEPEUNIT_ADMIN || "").split(":");
-if (!base || !repoUrl || !mqttUrl || !out || !adminPassword) {
-  throw new Error("set PEPEUNIT_URL, PEPEUNIT_REPO_URL, PEPEUNIT_MQTT_URL, PEPEUNIT_E2E_OUT, PEPEUNIT_ADMIN");
+if (!base || !repoUrl || !mqttUrl || !portTaken || !out || !adminPassword) {
+  throw new Error("set PEPEUNIT_URL, PEPEUNIT_REPO_URL, PEPEUNIT_MQTT_URL, PEPEUNIT_MQTT_PORT_TAKEN, PEPEUNIT_E2E_OUT, PEPEUNIT_ADMIN");
 }
+const brokerPort = new URL(mqttUrl).port;
 mkdirSync(out, { recursive: true });
 
 const step = (what) => console.log(`step: ${what}`);
@@ -64,6 +67,18 @@ try {
   await page.press("#field-password", "Enter");
   await page.locator("#new-repo-unit").waitFor();
   await page.getByRole("dialog").waitFor({ state: "detached" });
+
+  step("a banner says the default MQTT port was taken and which port the broker uses; it can be dismissed");
+  const portNotice = page.getByRole("status").filter({ hasText: `port ${portTaken} was taken by another program` });
+  await portNotice.waitFor();
+  const noticeText = await portNotice.textContent();
+  console.log(`port notice: ${noticeText}`);
+  if (!noticeText.includes(`:${brokerPort}:`) || !noticeText.includes("PEPEUNIT_MQTT_BIND")) {
+    throw new Error(`the port notice does not name port ${brokerPort} and PEPEUNIT_MQTT_BIND: ${noticeText}`);
+  }
+  await page.screenshot({ path: join(out, "mqtt-port-notice.png") });
+  await portNotice.getByRole("button", { name: "Dismiss the MQTT port notice" }).click();
+  await portNotice.waitFor({ state: "detached" });
 
   step("create a repo_unit from the local git repository");
   await page.click("#new-repo-unit");
@@ -170,6 +185,10 @@ try {
   await page.click("#admin");
   const alice = page.locator('li.user[data-login="alice"]');
   await alice.waitFor();
+  const broker = await page.locator("#mqtt-broker").textContent();
+  if (!broker.includes(`:${brokerPort}`) || !broker.includes(`port ${portTaken} was taken`)) {
+    throw new Error(`the admin panel does not show the broker's port: ${broker}`);
+  }
   await page.uncheck("#field-registrationOpen");
   await page.click("#settings-form button[type=submit]");
   await page.getByRole("status").filter({ hasText: "Settings saved" }).waitFor();

@@ -11,6 +11,7 @@ use wasm_bindgen::closure::Closure;
 
 use crate::api::live::{self, LiveEvent, LiveSocket};
 use crate::api::{Session, gql, queries};
+use crate::broker::PortNotice;
 use crate::errors::ApiError;
 use crate::filter::{Filter, Scope};
 use crate::forms::Dialogs;
@@ -208,6 +209,7 @@ pub fn App() -> Element {
         style { {STYLE} }
         div { class: "app",
             Toolbar {}
+            PortNotice {}
             main { class: "canvas-area", GraphView {} }
             Dialogs {}
             Notice {}

@@ -15,6 +15,8 @@ mod api;
 #[cfg(target_arch = "wasm32")]
 mod app;
 #[cfg(target_arch = "wasm32")]
+mod broker;
+#[cfg(target_arch = "wasm32")]
 mod forms;
 #[cfg(target_arch = "wasm32")]
 mod graph;

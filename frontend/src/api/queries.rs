@@ -56,7 +56,11 @@ pub const CHANGE_PASSWORD: &str = "mutation ChangePassword($old: String!, $new: 
 pub const ADMIN: &str = "query Admin {
   users(limit: 100) { uuid login email role status }
   instanceSettings { registrationOpen manualVerification federationEnabled }
+  mqttBroker { host port defaultPortTaken }
 }";
+
+/// Where units reach the broker (public): the banner when the default port was taken.
+pub const MQTT_BROKER: &str = "query MqttBroker { mqttBroker { host port defaultPortTaken } }";
 
 pub const SET_USER_STATUS: &str = "mutation SetUserStatus($uuid: ID!, $status: UserStatus!) {
   setUserStatus(uuid: $uuid, status: $status) { uuid }

@@ -7,6 +7,7 @@ use super::admin_users::{AdminUser, UserRow};
 use super::fields::{CheckField, FormError, Modal, names};
 use crate::api::{gql, queries};
 use crate::app::{Store, act};
+use crate::broker::MqttBroker;
 
 const FIELDS: [&str; 3] = [
     "registrationOpen",
@@ -24,8 +25,19 @@ pub fn AdminPanel() -> Element {
             let users: Vec<AdminUser> =
                 serde_json::from_value(data["users"].clone()).unwrap_or_default();
             let flag = |name: &str| data["instanceSettings"][name].as_bool().unwrap_or_default();
+            let broker: Option<MqttBroker> =
+                serde_json::from_value(data["mqttBroker"].clone()).ok();
             rsx! {
                 h3 { "Instance" }
+                if let Some(broker) = broker {
+                    p { id: "mqtt-broker", class: "muted",
+                        "Units reach the MQTT broker at {broker.address()}"
+                        if let Some(taken) = broker.default_port_taken {
+                            " (port {taken} was taken at start-up)"
+                        }
+                        "."
+                    }
+                }
                 SettingsForm {
                     registration_open: flag("registrationOpen"),
                     manual_verification: flag("manualVerification"),

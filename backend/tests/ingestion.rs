@@ -354,3 +354,57 @@ async fn switching_a_large_history_to_last_n_does_not_hold_up_pubacks() {
         "the history is trimmed to its policy: {left} rows left"
     );
 }
+
+#[tokio::test]
+async fn a_value_too_large_to_store_is_not_routed_either() {
+    let fx = Fixture::with_config(|_| {}, |c| c.unit_value_max_bytes = 1024).await;
+    let sensor = device(&fx, "Sensor").await;
+    let fan = device(&fx, "Fan").await;
+    let (_, body) = fx
+        .server
+        .gql(
+            "mutation($o: ID!, $i: ID!) { createLink(outputUuid: $o, inputUuid: $i) { uuid } }",
+            json!({
+                "o": node(&sensor.unit, "current_temp/pepeunit")["uuid"],
+                "i": node(&fan.unit, "set_fan_state/pepeunit")["uuid"],
+            }),
+            Some(&fx.token),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let topic = sensor.topic("current_temp/pepeunit");
+    let mut listener = common::mqtt::connect(&fx.server, &fan.uuid, &fan.token)
+        .await
+        .unwrap();
+    listener.subscribe(&topic).await;
+    let (client, mut acks) = connect(&fx, &sensor).await;
+    // Wait until the subscription is in place: a small QoS 1 value arrives.
+    acked(&client, &mut acks, &topic).await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), listener.seen.recv()).await {
+            Ok(Some(common::mqtt::Seen::Message { payload, .. })) if payload == "21.5" => break,
+            Ok(Some(_)) => {}
+            other => panic!("the linked unit got no value: {other:?}"),
+        }
+    }
+    // At QoS 0 nothing waits for the store, so the size is checked before routing: an oversized value
+    // is neither stored nor delivered, and the next one is.
+    client
+        .publish(&topic, QoS::AtMostOnce, false, vec![b'9'; 2048])
+        .await
+        .unwrap();
+    client
+        .publish(&topic, QoS::AtMostOnce, false, b"22".to_vec())
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), listener.seen.recv()).await {
+            Ok(Some(common::mqtt::Seen::Message { payload, .. })) => {
+                assert_eq!(payload, "22", "only the value that fits is delivered");
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("the linked unit got nothing: {other:?}"),
+        }
+    }
+}

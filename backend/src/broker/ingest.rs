@@ -155,13 +155,20 @@ impl Ingestor {
         Self { shared }
     }
 
+    /// Whether `item` is within the size a stored value may have; [`Self::submit`] refuses (and counts)
+    /// one that is not, and nothing routes it either.
+    pub fn fits(&self, item: &Item) -> bool {
+        !matches!(item.sink, Sink::Value(_))
+            || item.payload.len() <= self.shared.settings.value_max_bytes
+    }
+
     /// Queues `item` and returns what answers `true` once it is committed, `false` if it could not be
     /// stored (the unit gets no acknowledgement). Waits while the unit's queue is over its budget, which
     /// holds back that unit's connection only.
     pub async fn submit(&self, item: Item) -> oneshot::Receiver<bool> {
         let (done, committed) = oneshot::channel();
         let settings = &self.shared.settings;
-        if matches!(item.sink, Sink::Value(_)) && item.payload.len() > settings.value_max_bytes {
+        if !self.fits(&item) {
             self.shared.hit("value_size", item.unit, 1);
             let _ = done.send(false);
             return committed;

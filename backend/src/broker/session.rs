@@ -550,10 +550,12 @@ impl Session {
         };
         let Some(packet_id) = publish.packet_id else {
             // Nothing is acknowledged at QoS 0, so nothing waits for the commit: routed now, stored in
-            // the same order by the writer.
-            self.broker
-                .route_all(&publish.topic, &publish.payload, false)
-                .await;
+            // the same order by the writer. A value too large to store is not routed either.
+            if self.broker.ingestor.fits(&item) {
+                self.broker
+                    .route_all(&publish.topic, &publish.payload, false)
+                    .await;
+            }
             drop(self.broker.ingestor.submit(item).await);
             return None;
         };

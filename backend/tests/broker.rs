@@ -8,41 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::mqtt::{MqttUnit, Seen, connect};
-use common::units::{Fixture, node};
+use common::units::{Fixture, device};
 use rumqttc::{ConnectReturnCode, QoS};
 use serde_json::{Value, json};
-
-struct Device {
-    uuid: String,
-    token: String,
-    unit: Value,
-}
-
-async fn device(fx: &Fixture, name: &str) -> Device {
-    let unit = fx.create_unit(&fx.token, json!({ "name": name })).await;
-    let uuid = unit["uuid"].as_str().unwrap().to_owned();
-    let token = fx.unit_token(&uuid).await;
-    Device { uuid, token, unit }
-}
-
-impl Device {
-    fn topic(&self, name: &str) -> String {
-        node(&self.unit, name)["topic"].as_str().unwrap().to_owned()
-    }
-
-    fn node(&self, name: &str) -> String {
-        node(&self.unit, name)["uuid"].as_str().unwrap().to_owned()
-    }
-
-    fn base(&self, fx: &Fixture, section: &str, name: &str) -> String {
-        let domain = fx.server.base.trim_start_matches("http://");
-        format!("{domain}/{section}/{}/{name}/pepeunit", self.uuid)
-    }
-
-    async fn connect(&self, fx: &Fixture) -> MqttUnit {
-        connect(&fx.server, &self.uuid, &self.token).await.unwrap()
-    }
-}
 
 async fn link(fx: &Fixture, output: &str, input: &str) -> String {
     let (_, body) = fx

@@ -7,35 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::units::{Fixture, node};
+use common::units::{Device, Fixture, device, node};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-
-struct Device {
-    uuid: String,
-    token: String,
-    unit: Value,
-}
-
-async fn device(fx: &Fixture, name: &str) -> Device {
-    let unit = fx.create_unit(&fx.token, json!({ "name": name })).await;
-    let uuid = unit["uuid"].as_str().unwrap().to_owned();
-    let token = fx.unit_token(&uuid).await;
-    Device { uuid, token, unit }
-}
-
-impl Device {
-    fn topic(&self, name: &str) -> String {
-        node(&self.unit, name)["topic"].as_str().unwrap().to_owned()
-    }
-
-    fn log_topic(&self, fx: &Fixture) -> String {
-        let domain = fx.server.base.trim_start_matches("http://");
-        format!("{domain}/output_base_topic/{}/log/pepeunit", self.uuid)
-    }
-}
 
 /// A connected client that may send large packets, and the PUBACK ids it receives.
 async fn connect(fx: &Fixture, device: &Device) -> (AsyncClient, mpsc::UnboundedReceiver<u16>) {
@@ -109,7 +85,10 @@ async fn a_flooding_unit_does_not_delay_another_units_puback_and_its_rows_stay_b
         .collect();
     let log = serde_json::to_vec(&log).unwrap();
     let big_value = vec![b'7'; 200 * 1024];
-    let (log_topic, noisy_value) = (noisy.log_topic(&fx), noisy.topic("current_temp/pepeunit"));
+    let (log_topic, noisy_value) = (
+        noisy.base(&fx, "output_base_topic", "log"),
+        noisy.topic("current_temp/pepeunit"),
+    );
     let flood = tokio::spawn(async move {
         for i in 0.. {
             let (topic, payload) = if i % 2 == 0 {
@@ -180,7 +159,7 @@ async fn a_republished_log_is_stored_once() {
         { "level": "Info", "text": "booted", "create_datetime": "2026-01-01T10:05:00+03:00" },
     ])
     .to_string();
-    let topic = unit.log_topic(&fx);
+    let topic = unit.base(&fx, "output_base_topic", "log");
     for _ in 0..2 {
         client
             .publish(&topic, QoS::AtLeastOnce, false, log.clone().into_bytes())

@@ -9,39 +9,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::mqtt::{MqttUnit, Seen, connect};
-use common::units::{Fixture, node};
+use common::mqtt::{MqttUnit, Seen};
+use common::units::{Device, Fixture, device};
 use rumqttc::QoS;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-
-struct Device {
-    uuid: String,
-    token: String,
-    unit: Value,
-}
-
-async fn device(fx: &Fixture, name: &str) -> Device {
-    let unit = fx.create_unit(&fx.token, json!({ "name": name })).await;
-    let uuid = unit["uuid"].as_str().unwrap().to_owned();
-    let token = fx.unit_token(&uuid).await;
-    Device { uuid, token, unit }
-}
-
-impl Device {
-    fn topic(&self, name: &str) -> String {
-        node(&self.unit, name)["topic"].as_str().unwrap().to_owned()
-    }
-
-    fn node(&self, name: &str) -> String {
-        node(&self.unit, name)["uuid"].as_str().unwrap().to_owned()
-    }
-
-    async fn connect(&self, fx: &Fixture) -> MqttUnit {
-        connect(&fx.server, &self.uuid, &self.token).await.unwrap()
-    }
-}
 
 async fn link(fx: &Fixture, output: &str, input: &str) {
     let (_, body) = fx

@@ -163,3 +163,43 @@ pub fn node<'a>(unit: &'a Value, topic_name: &str) -> &'a Value {
         .find(|n| n["topicName"] == topic_name)
         .unwrap_or_else(|| panic!("no node {topic_name} in {unit}"))
 }
+
+/// A unit made for a test and the token its device would hold.
+pub struct Device {
+    pub uuid: String,
+    pub token: String,
+    pub unit: Value,
+}
+
+/// Creates a unit named `name` from the fixture's repo_unit and reads its token.
+pub async fn device(fx: &Fixture, name: &str) -> Device {
+    let unit = fx.create_unit(&fx.token, json!({ "name": name })).await;
+    let uuid = unit["uuid"].as_str().unwrap().to_owned();
+    let token = fx.unit_token(&uuid).await;
+    Device { uuid, token, unit }
+}
+
+impl Device {
+    /// The full MQTT topic of the variable with this topic name.
+    pub fn topic(&self, name: &str) -> String {
+        node(&self.unit, name)["topic"].as_str().unwrap().to_owned()
+    }
+
+    /// The uuid of the variable with this topic name.
+    pub fn node(&self, name: &str) -> String {
+        node(&self.unit, name)["uuid"].as_str().unwrap().to_owned()
+    }
+
+    /// One of the unit's base topics: `section` is `input_base_topic` or `output_base_topic`.
+    pub fn base(&self, fx: &Fixture, section: &str, name: &str) -> String {
+        let domain = fx.server.base.trim_start_matches("http://");
+        format!("{domain}/{section}/{}/{name}/pepeunit", self.uuid)
+    }
+
+    /// Connects over MQTT as this unit.
+    pub async fn connect(&self, fx: &Fixture) -> super::mqtt::MqttUnit {
+        super::mqtt::connect(&fx.server, &self.uuid, &self.token)
+            .await
+            .unwrap()
+    }
+}

@@ -64,6 +64,10 @@ fn venv() -> PathBuf {
             PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/pepeunit-pyclient-1.3.0")
         });
     let marker = dir.join("installed");
+    // nextest runs each test in its own process: the first one installs while the others wait on the lock.
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
+    lock.lock().unwrap();
     if !marker.exists() {
         let _ = std::fs::remove_dir_all(&dir);
         run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
@@ -75,6 +79,7 @@ fn venv() -> PathBuf {
         ]));
         std::fs::write(&marker, CLIENT).unwrap();
     }
+    lock.unlock().unwrap();
     dir
 }
 

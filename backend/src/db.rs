@@ -118,8 +118,10 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     .await
 }
 
-/// Whether `error` is SQLite saying another writer was in the way (SQLITE_BUSY and its extended codes,
-/// e.g. BUSY_SNAPSHOT): the same work can succeed if simply tried again.
+/// Whether `error` is another writer in the way, so the same work can succeed if simply tried again:
+/// SQLite's SQLITE_BUSY (and its extended codes, e.g. BUSY_SNAPSHOT), PostgreSQL's deadlock_detected
+/// (40P01: it aborts one of two transactions that lock rows in opposite orders, e.g. a rollout wave and an
+/// ingestion batch with state reports) and serialization_failure (40001).
 pub fn is_busy(error: &DbErr) -> bool {
     let sqlx_error = match error {
         DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
@@ -127,14 +129,23 @@ pub fn is_busy(error: &DbErr) -> bool {
         | DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)) => e,
         _ => return false,
     };
-    match sqlx_error.as_database_error().and_then(|e| e.code()) {
+    let Some(database_error) = sqlx_error.as_database_error() else {
+        return false;
+    };
+    if let Some(postgres) =
+        database_error.try_downcast_ref::<sea_orm::sqlx::postgres::PgDatabaseError>()
+    {
+        return matches!(postgres.code(), "40P01" | "40001");
+    }
+    match database_error.code() {
         // The primary code is the low byte of the extended one.
         Some(code) => code.parse::<i32>().is_ok_and(|code| code & 0xff == 5),
         None => false,
     }
 }
 
-/// Runs `work` again, backing off, while SQLite reports the database busy (at most ten times). Only for
+/// Runs `work` again, backing off, while the database reports another writer in the way ([`is_busy`], at
+/// most ten times). Only for
 /// work that keeps its state in the database and can start over after a rolled-back transaction.
 pub async fn retry_busy<T, F, Fut>(what: &str, mut work: F) -> crate::error::Result<T>
 where

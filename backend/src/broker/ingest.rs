@@ -291,21 +291,38 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, 
         let watched = services.live().watched();
         let mut touched = Dirty::default();
         let turn = gate.lock().await;
-        let written = write(
-            services.db(),
-            &shared,
-            log_ttl,
-            &batch,
-            watched.then_some(&mut live),
-            &mut windows,
-            &mut touched,
-        );
-        let ok = match written.await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(%error, items = batch.len(), "ingestion batch failed");
-                live.clear();
-                false
+        let mut attempts = 0u64;
+        let ok = loop {
+            let written = write(
+                services.db(),
+                &shared,
+                log_ttl,
+                &batch,
+                watched.then_some(&mut live),
+                &mut windows,
+                &mut touched,
+            )
+            .await;
+            match written {
+                Ok(()) => break true,
+                // Another writer in the way (PostgreSQL aborting one side of a deadlock with a rollout
+                // wave, say): the batch rolled back whole, so it is written again rather than lost. A
+                // retried batch's log lines count twice towards the minute's quota, which errs towards
+                // refusing a flood, never towards losing a value.
+                Err(crate::error::Error::Database(error))
+                    if crate::db::is_busy(&error) && attempts < 10 =>
+                {
+                    attempts += 1;
+                    tracing::info!(%error, attempts, "ingestion batch in the way of another writer; again");
+                    live.clear();
+                    touched = Dirty::default();
+                    tokio::time::sleep(Duration::from_millis(20 * attempts)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, items = batch.len(), "ingestion batch failed");
+                    live.clear();
+                    break false;
+                }
             }
         };
         drop(turn);

@@ -341,7 +341,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// Where the archive's bytes go: a file, through the encryption when asked.
 enum Sink {
     Plain(BufWriter<File>),
-    Sealed(crypt::Encryptor<BufWriter<File>>),
+    Sealed(Box<crypt::Encryptor<BufWriter<File>>>),
 }
 
 impl Write for Sink {
@@ -363,7 +363,7 @@ impl Sink {
     fn finish(self) -> io::Result<File> {
         let writer = match self {
             Sink::Plain(w) => w,
-            Sink::Sealed(w) => w.finish()?,
+            Sink::Sealed(w) => (*w).finish()?,
         };
         writer.into_inner().map_err(|e| e.into_error())
     }
@@ -396,7 +396,7 @@ fn write_archive(
     let partial = parent_dir(out).join(format!(".{}.partial", name.to_string_lossy()));
     let file = private_file(&partial)?;
     let sink = match passphrase {
-        Some(p) => Sink::Sealed(crypt::Encryptor::new(BufWriter::new(file), p)?),
+        Some(p) => Sink::Sealed(Box::new(crypt::Encryptor::new(BufWriter::new(file), p)?)),
         None => Sink::Plain(BufWriter::new(file)),
     };
     let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(

@@ -394,7 +394,23 @@ fn write_archive(
         .file_name()
         .ok_or_else(|| BackupError::Refused(format!("{} is not a file name", out.display())))?;
     let partial = parent_dir(out).join(format!(".{}.partial", name.to_string_lossy()));
-    let file = private_file(&partial)?;
+    let written = write_members(&partial, staging, repositories, &mut manifest, passphrase)
+        .and_then(|()| Ok(fs::rename(&partial, out)?));
+    if written.is_err() {
+        // A failed backup leaves no half-written archive behind.
+        let _ = fs::remove_file(&partial);
+    }
+    written.map(|()| manifest)
+}
+
+fn write_members(
+    partial: &Path,
+    staging: &Path,
+    repositories: &Path,
+    manifest: &mut Manifest,
+    passphrase: Option<&[u8]>,
+) -> Result<(), BackupError> {
+    let file = private_file(partial)?;
     let sink = match passphrase {
         Some(p) => Sink::Sealed(Box::new(crypt::Encryptor::new(BufWriter::new(file), p)?)),
         None => Sink::Plain(BufWriter::new(file)),
@@ -418,14 +434,12 @@ fn write_archive(
         append_tree(&mut tar, repositories, REPOSITORIES, &mut members)?;
     }
     manifest.members = members;
-    let json = serde_json::to_vec_pretty(&manifest)?;
+    let json = serde_json::to_vec_pretty(&*manifest)?;
     let mut header = member_header(json.len() as u64, tar::EntryType::Regular);
     tar.append_data(&mut header, MANIFEST, json.as_slice())?;
     let file = tar.into_inner()?.finish()?.finish()?;
     file.sync_all()?;
-    drop(file);
-    fs::rename(&partial, out)?;
-    Ok(manifest)
+    Ok(())
 }
 
 fn private_file(path: &Path) -> io::Result<File> {

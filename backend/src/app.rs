@@ -54,6 +54,8 @@ pub struct App {
     mqtt_tls: Option<(tokio_rustls::TlsAcceptor, SocketAddr)>,
     mqtt_tls_listener: Option<TcpListener>,
     unit_events: tokio::sync::broadcast::Receiver<UnitEvent>,
+    /// Scheduled backups need the whole configuration (secrets, data dir, database).
+    config: Config,
 }
 
 /// Checks the TLS files, opens the database, applies migrations and loads the instance secrets. Binds
@@ -100,6 +102,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         mqtt_tls,
         mqtt_tls_listener: None,
         unit_events,
+        config,
     })
 }
 
@@ -214,6 +217,10 @@ impl App {
             self.state.services.clone(),
         ));
         crate::services::units::catch_up(&self.state.services).await;
+        let backups = tokio::spawn(crate::backup::schedule::run(
+            self.config.clone(),
+            self.state.services.db().clone(),
+        ));
         let log_purge = tokio::spawn(crate::services::units::data::run_log_purge(
             self.state.services.clone(),
         ));
@@ -259,6 +266,7 @@ impl App {
         scheduler.abort();
         followers.abort();
         log_purge.abort();
+        backups.abort();
         commands.abort();
         mqtt.abort();
         if let Some(task) = mqtt_tls {

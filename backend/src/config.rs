@@ -126,6 +126,10 @@ pub struct Config {
     pub bundle_concurrency: usize,
     pub metrics_token: Option<Secret>,
     pub graphql_time_budget_ms: u64,
+    pub backup_dir: Option<PathBuf>,
+    pub backup_interval_seconds: u64,
+    pub backup_keep: usize,
+    pub backup_passphrase: Option<Secret>,
 }
 
 impl Default for Config {
@@ -187,6 +191,10 @@ impl Default for Config {
             bundle_concurrency: 4,
             metrics_token: None,
             graphql_time_budget_ms: 10_000,
+            backup_dir: None,
+            backup_interval_seconds: 86_400,
+            backup_keep: 7,
+            backup_passphrase: None,
         }
     }
 }
@@ -496,6 +504,31 @@ pub struct ConfigArgs {
     #[arg(long, env = "PEPEUNIT_GRAPHQL_TIME_BUDGET_MS", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graphql_time_budget_ms: Option<u64>,
+
+    /// Directory for scheduled backups; unset, the server takes none (`pepeunit backup` still works) [default: none]
+    #[arg(long, env = "PEPEUNIT_BACKUP_DIR", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// Seconds between scheduled backups [default: 86400]
+    #[arg(long, env = "PEPEUNIT_BACKUP_INTERVAL_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_interval_seconds: Option<u64>,
+
+    /// Scheduled backups kept in backup_dir; older ones are removed after each good one [default: 7]
+    #[arg(long, env = "PEPEUNIT_BACKUP_KEEP", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_keep: Option<usize>,
+
+    /// Passphrase that encrypts backups (scheduled ones and `pepeunit backup`) and opens them in `pepeunit restore` [default: none, not encrypted]
+    #[arg(
+        long,
+        env = "PEPEUNIT_BACKUP_PASSPHRASE",
+        global = true,
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_passphrase: Option<String>,
 }
 
 /// Where units reach this instance, as written into their env.json.
@@ -574,6 +607,22 @@ impl Config {
             return Err(ConfigError(
                 "mqtt_tls_cert (PEPEUNIT_MQTT_TLS_CERT) and mqtt_tls_key (PEPEUNIT_MQTT_TLS_KEY) go together"
                     .into(),
+            ));
+        }
+        if self.backup_interval_seconds == 0 || self.backup_keep == 0 {
+            return Err(ConfigError(
+                "backup_interval_seconds (PEPEUNIT_BACKUP_INTERVAL_SECONDS) and backup_keep \
+                 (PEPEUNIT_BACKUP_KEEP) must be positive"
+                    .into(),
+            ));
+        }
+        if self
+            .backup_passphrase
+            .as_ref()
+            .is_some_and(|p| p.expose().is_empty())
+        {
+            return Err(ConfigError(
+                "backup_passphrase (PEPEUNIT_BACKUP_PASSPHRASE) is empty".into(),
             ));
         }
         if self.unit_state_send_interval_seconds == 0 || self.unit_log_ttl_seconds == 0 {

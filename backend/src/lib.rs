@@ -4,6 +4,7 @@
 //! (storage). A service never knows which transport called it.
 
 pub mod app;
+pub mod backup;
 pub mod broker;
 pub mod config;
 pub mod crypto;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pepeunit_backend::backup;
 use pepeunit_backend::config::{Config, ConfigArgs};
 use pepeunit_backend::domain::{UserRole, UserStatus};
 use pepeunit_backend::services::repo_units;
@@ -34,6 +35,53 @@ enum Command {
     Admin(AdminCommand),
     /// Print the effective configuration, secrets masked.
     Config,
+    /// Write the whole instance (database, secrets, repository mirrors) to one archive; safe while the
+    /// server runs. Encrypted when a passphrase is given (PEPEUNIT_BACKUP_PASSPHRASE or --passphrase-file).
+    Backup {
+        /// The archive to write (replaced when it exists).
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Restore an archive written by `backup` into the configured database and data directory, which
+    /// must be empty unless --force. Stop the server first.
+    Restore {
+        /// The archive to read.
+        file: std::path::PathBuf,
+        /// Replace the data the target already holds.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+}
+
+/// Where a backup's passphrase comes from, besides `backup_passphrase` (PEPEUNIT_BACKUP_PASSPHRASE).
+#[derive(clap::Args)]
+struct PassphraseArgs {
+    /// File whose first line is the passphrase [default: backup_passphrase, else none]
+    #[arg(long)]
+    passphrase_file: Option<std::path::PathBuf>,
+}
+
+impl PassphraseArgs {
+    fn read(&self, config: &Config) -> anyhow::Result<Option<String>> {
+        let passphrase = match &self.passphrase_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the passphrase from {}", path.display()))?;
+                Some(text.lines().next().unwrap_or_default().to_owned())
+            }
+            None => config
+                .backup_passphrase
+                .as_ref()
+                .map(|p| p.expose().to_owned()),
+        };
+        if passphrase.as_ref().is_some_and(|p| p.is_empty()) {
+            anyhow::bail!("the backup passphrase is empty");
+        }
+        Ok(passphrase)
+    }
 }
 
 #[derive(Subcommand)]
@@ -123,6 +171,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 println!("{} standard repositories added", urls.len() - failed.len());
             }
+        }
+        Command::Backup { file, passphrase } => {
+            let passphrase = passphrase.read(&config)?;
+            let manifest = backup::create(&config, &file, passphrase.as_deref()).await?;
+            let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
+            println!(
+                "backup written to {} ({} rows, {} files, schema {}{})",
+                file.display(),
+                rows,
+                manifest.members.len(),
+                manifest.migration,
+                if passphrase.is_some() {
+                    ", encrypted"
+                } else {
+                    ""
+                }
+            );
+        }
+        Command::Restore {
+            file,
+            force,
+            passphrase,
+        } => {
+            let passphrase = passphrase.read(&config)?;
+            let manifest = backup::restore(&config, &file, passphrase.as_deref(), force).await?;
+            let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
+            println!(
+                "restored {} rows and {} files from a backup of {} (Pepeunit {}, {})",
+                rows,
+                manifest.members.len(),
+                manifest.created_at.to_rfc3339(),
+                manifest.pepeunit_version,
+                manifest.database_engine
+            );
         }
         Command::Config => {
             print!("{}", config.to_masked_toml()?);

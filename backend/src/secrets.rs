@@ -80,6 +80,88 @@ impl InstanceSecrets {
     }
 }
 
+/// The instance secrets in the form of the secrets file, for a backup: the configured values where set,
+/// else those of the secrets file. Never creates the file: a backup of an instance that has none is refused.
+pub fn export(config: &Config) -> Result<String, SecretsError> {
+    let path = config.secrets_path();
+    let stored = if config.secret_key.is_some() && config.encryption_key.is_some() {
+        None
+    } else if path.exists() {
+        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+        Some(
+            toml::from_str::<SecretsFile>(&text)
+                .map_err(|e| SecretsError::Invalid(path.display().to_string(), e.to_string()))?,
+        )
+    } else {
+        return Err(SecretsError::BadSetting(format!(
+            "no secrets configured and no secrets file {}",
+            path.display()
+        )));
+    };
+    let pick = |configured: &Option<Secret>, stored: Option<String>| {
+        configured
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .or(stored)
+            .ok_or_else(|| SecretsError::BadSetting("incomplete secrets".into()))
+    };
+    let file = SecretsFile {
+        secret_key: pick(
+            &config.secret_key,
+            stored.as_ref().map(|f| f.secret_key.clone()),
+        )?,
+        encryption_key: pick(
+            &config.encryption_key,
+            stored.as_ref().map(|f| f.encryption_key.clone()),
+        )?,
+    };
+    toml::to_string(&file)
+        .map_err(|e| SecretsError::Invalid(path.display().to_string(), e.to_string()))
+}
+
+/// Checks that `text` (a secrets file taken from a backup) agrees with the secrets configured for this
+/// instance, and is a valid secrets file. A configured key that differs would leave the restored data
+/// sealed under a key the server does not use.
+pub fn check_import(config: &Config, text: &str) -> Result<(), SecretsError> {
+    let file: SecretsFile = toml::from_str(text)
+        .map_err(|e| SecretsError::Invalid("secrets.toml in the backup".into(), e.to_string()))?;
+    MasterKey::parse(&file.encryption_key)
+        .map_err(|e| SecretsError::Invalid("secrets.toml in the backup".into(), e.to_string()))?;
+    if config
+        .encryption_key
+        .as_ref()
+        .is_some_and(|k| k.expose().trim() != file.encryption_key.trim())
+    {
+        return Err(SecretsError::BadSetting(
+            "encryption_key (PEPEUNIT_ENCRYPTION_KEY) is set and differs from the backup's: the restored \
+             data could not be decrypted. Unset it, or set it to the backup's key"
+                .into(),
+        ));
+    }
+    if config
+        .secret_key
+        .as_ref()
+        .is_some_and(|k| k.expose() != file.secret_key)
+    {
+        return Err(SecretsError::BadSetting(
+            "secret_key (PEPEUNIT_SECRET_KEY) is set and differs from the backup's: the restored units' \
+             tokens would no longer be accepted. Unset it, or set it to the backup's key"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `text` as the secrets file, readable by the server's user only, replacing any file there
+/// (through a temporary file renamed into place, so a crash leaves the old or the new one).
+pub fn write_file(config: &Config, text: &str) -> Result<(), SecretsError> {
+    let path = config.secrets_path();
+    let tmp = path.with_extension("toml.restoring");
+    let _ = fs::remove_file(&tmp);
+    write_private_file(&tmp, text.as_bytes()).map_err(io_error(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_error(&path))
+}
+
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SecretsError + '_ {
     move |source| SecretsError::Io {
         path: path.display().to_string(),

@@ -108,6 +108,7 @@ pub fn build_schema(config: &Config, services: Services) -> PepeunitSchema {
     .extension(TimeBudget(Duration::from_millis(
         config.graphql_time_budget_ms,
     )))
+    .data(crate::backup::schedule::BackupStatus::new(config))
     .data(services)
     .finish()
 }

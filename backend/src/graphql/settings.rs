@@ -38,6 +38,36 @@ pub struct MqttBroker {
     default_port_taken: Option<u16>,
 }
 
+/// The outcome of the last scheduled backup (see `backup_dir` in the configuration).
+#[derive(SimpleObject)]
+pub struct BackupRun {
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    /// The archive written in `backup_dir`, when the run succeeded.
+    file: Option<String>,
+    bytes: Option<u64>,
+    /// Rows of all tables in the archive.
+    rows: Option<u64>,
+    /// Why the run failed, when it did.
+    error: Option<String>,
+    /// Older archives removed to keep `backup_keep`.
+    removed: Vec<String>,
+}
+
+impl From<crate::backup::schedule::BackupRun> for BackupRun {
+    fn from(run: crate::backup::schedule::BackupRun) -> Self {
+        Self {
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            file: run.file,
+            bytes: run.bytes,
+            rows: run.rows,
+            error: run.error,
+            removed: run.removed,
+        }
+    }
+}
+
 /// Fields left out stay unchanged.
 #[derive(InputObject)]
 pub struct InstanceSettingsInput {
@@ -55,6 +85,13 @@ impl SettingsQuery {
     async fn instance_settings(&self, ctx: &Context<'_>) -> Result<InstanceSettings> {
         let services = services(ctx)?;
         Ok(service::current(services.db()).await.gql()?.into())
+    }
+
+    /// The last scheduled backup (admins only); null when `backup_dir` is not set or none has run yet.
+    async fn last_backup(&self, ctx: &Context<'_>) -> Result<Option<BackupRun>> {
+        actor(ctx).require_admin().gql()?;
+        let status = ctx.data::<crate::backup::schedule::BackupStatus>()?;
+        Ok(status.last().map(BackupRun::from))
     }
 
     /// Where units reach the MQTT broker; public, like every unit's env.json.

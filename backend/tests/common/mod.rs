@@ -57,6 +57,15 @@ impl TestDb {
         }
     }
 
+    /// A database on SQLite, whatever PEPEUNIT_TEST_DATABASE_URL says (to move data between engines).
+    pub fn sqlite() -> Self {
+        Self {
+            url: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            postgres: None,
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.postgres.is_some()
     }
@@ -110,12 +119,16 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(TestDb::new().await, adjust).await
+    }
+
+    /// Starts a server on `db` (which may already hold data, e.g. restored from a backup).
+    pub async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
         // Server logs (incidents included) show in a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter("warn,pepeunit_backend=info")
             .with_test_writer()
             .try_init();
-        let db = TestDb::new().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -34,12 +34,21 @@ impl Fixture {
         prepare: impl FnOnce(&SourceRepo),
         adjust: impl FnOnce(&mut pepeunit_backend::Config),
     ) -> Self {
+        Self::on(super::TestDb::new().await, prepare, adjust).await
+    }
+
+    /// As [`Fixture::with_config`], on the database `db`.
+    pub async fn on(
+        db: super::TestDb,
+        prepare: impl FnOnce(&SourceRepo),
+        adjust: impl FnOnce(&mut pepeunit_backend::Config),
+    ) -> Self {
         let remotes = tempfile::tempdir().unwrap();
         let source = SourceRepo::firmware(remotes.path(), "firmware");
         prepare(&source);
         source.publish();
         let http = GitHttpServer::start(remotes.path(), None, Duration::ZERO).await;
-        let server = TestServer::start_with(|c| {
+        let server = TestServer::start_on(db, |c| {
             c.allow_local_remotes = true;
             adjust(c);
         })

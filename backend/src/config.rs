@@ -520,7 +520,11 @@ pub struct ConfigArgs {
     pub federation_clock_skew_seconds: Option<u64>,
 
     /// Timeout of each request to another instance, in seconds [default: 10]
-    #[arg(long, env = "PEPEUNIT_FEDERATION_REQUEST_TIMEOUT_SECONDS", global = true)]
+    #[arg(
+        long,
+        env = "PEPEUNIT_FEDERATION_REQUEST_TIMEOUT_SECONDS",
+        global = true
+    )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub federation_request_timeout_seconds: Option<u64>,
 

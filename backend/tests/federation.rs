@@ -232,8 +232,9 @@ async fn receives(unit: &mut MqttUnit, topic: &str, payload: &str) {
 async fn nothing_on(unit: &mut MqttUnit, topic: &str) {
     let until = Instant::now() + Duration::from_millis(500);
     while Instant::now() < until {
-        if let Some(Seen::Message { topic: t, payload, .. }) =
-            unit.next(Duration::from_millis(100)).await
+        if let Some(Seen::Message {
+            topic: t, payload, ..
+        }) = unit.next(Duration::from_millis(100)).await
         {
             assert_ne!(t, topic, "{payload} still arrived on {topic}");
         }
@@ -475,16 +476,15 @@ async fn hiding_or_deleting_the_remote_unit_removes_its_mirror_and_links() {
         .1;
     assert!(body["errors"].is_null(), "{body}");
     let (_, topic) = link(&a, &b, &flow.sensor, &display).await;
-    let body = b
-        .fx
-        .server
-        .gql(
-            "mutation($u: ID!) { deleteUnit(uuid: $u) }",
-            json!({ "u": flow.sensor.uuid }),
-            Some(&b.fx.token),
-        )
-        .await
-        .1;
+    let body =
+        b.fx.server
+            .gql(
+                "mutation($u: ID!) { deleteUnit(uuid: $u) }",
+                json!({ "u": flow.sensor.uuid }),
+                Some(&b.fx.token),
+            )
+            .await
+            .1;
     assert!(body["errors"].is_null(), "{body}");
     eventually("A to see the deleted unit gone", || async {
         (a.remote_units().await[0]["status"] == "gone").then_some(())
@@ -578,10 +578,7 @@ async fn federation_off_answers_404_on_every_federation_route() {
     );
 
     a.set_federation(false).await;
-    for (method, path) in [
-        ("GET", "/federation/actor"),
-        ("POST", "/federation/inbox"),
-    ] {
+    for (method, path) in [("GET", "/federation/actor"), ("POST", "/federation/inbox")] {
         let response = client
             .request(method.parse().unwrap(), a.server().url(path))
             .body("{}")
@@ -639,18 +636,22 @@ async fn stored(b: &Instance) -> (Vec<(String, String)>, usize) {
 }
 
 /// A request to `to`'s inbox signed with `from`'s instance key, dated `date`.
-async fn signed(from: &Instance, to: &Instance, body: &Value, date: SystemTime) -> reqwest::Request {
-    let data = from
-        .server()
-        .services
-        .federation()
-        .data()
-        .await
-        .unwrap();
+async fn signed(
+    from: &Instance,
+    to: &Instance,
+    body: &Value,
+    date: SystemTime,
+) -> reqwest::Request {
+    let data = from.server().services.federation().data().await.unwrap();
     let inbox = format!("{}/federation/inbox", to.url()).parse().unwrap();
-    pepeunit_federation::send::signed_request(&data, &inbox, serde_json::to_vec(body).unwrap(), date)
-        .await
-        .unwrap()
+    pepeunit_federation::send::signed_request(
+        &data,
+        &inbox,
+        serde_json::to_vec(body).unwrap(),
+        date,
+    )
+    .await
+    .unwrap()
 }
 
 async fn send(request: reqwest::Request) -> StatusCode {
@@ -662,7 +663,11 @@ async fn send(request: reqwest::Request) -> StatusCode {
 }
 
 fn activity_id(from: &Instance) -> String {
-    format!("{}/federation/activities/{}", from.url(), uuid::Uuid::new_v4())
+    format!(
+        "{}/federation/activities/{}",
+        from.url(),
+        uuid::Uuid::new_v4()
+    )
 }
 
 /// A Follow of `unit` on `to` by `from`'s actor.
@@ -683,13 +688,17 @@ async fn forged_stale_replayed_and_unwanted_activities_are_refused_and_nothing_i
     let c = Instance::start().await;
     peer(&a, &b).await;
     let shared = device(&b.fx, "shared").await;
-    let hidden = b
-        .fx
-        .create_unit(&b.fx.token, json!({ "name": "hidden", "visibility": "INTERNAL" }))
+    let hidden =
+        b.fx.create_unit(
+            &b.fx.token,
+            json!({ "name": "hidden", "visibility": "INTERNAL" }),
+        )
         .await;
-    let private = b
-        .fx
-        .create_unit(&b.fx.token, json!({ "name": "mine", "visibility": "PRIVATE" }))
+    let private =
+        b.fx.create_unit(
+            &b.fx.token,
+            json!({ "name": "mine", "visibility": "PRIVATE" }),
+        )
         .await;
     let before = stored(&b).await;
     let inbox = format!("{}/inbox", b.server().url("/federation"));
@@ -707,19 +716,35 @@ async fn forged_stale_replayed_and_unwanted_activities_are_refused_and_nothing_i
 
     // Signed by another instance's key (C's) while claiming to be A.
     let forged = signed(&c, &b, &follow_unit(&a, &b, &shared.uuid), now).await;
-    assert_eq!(send(forged).await, StatusCode::UNAUTHORIZED, "another host's key");
+    assert_eq!(
+        send(forged).await,
+        StatusCode::UNAUTHORIZED,
+        "another host's key"
+    );
 
     // A stale and a future Date, signed properly.
-    for date in [now - Duration::from_secs(3600), now + Duration::from_secs(3600)] {
+    for date in [
+        now - Duration::from_secs(3600),
+        now + Duration::from_secs(3600),
+    ] {
         let request = signed(&a, &b, &follow_unit(&a, &b, &shared.uuid), date).await;
-        assert_eq!(send(request).await, StatusCode::UNAUTHORIZED, "date {date:?}");
+        assert_eq!(
+            send(request).await,
+            StatusCode::UNAUTHORIZED,
+            "date {date:?}"
+        );
     }
 
     // The body changed after signing.
     let mut changed = signed(&a, &b, &follow_unit(&a, &b, &shared.uuid), now).await;
-    let other = serde_json::to_vec(&follow_unit(&a, &b, &hidden["uuid"].as_str().unwrap())).unwrap();
+    let other =
+        serde_json::to_vec(&follow_unit(&a, &b, &hidden["uuid"].as_str().unwrap())).unwrap();
     *changed.body_mut() = Some(other.into());
-    assert_eq!(send(changed).await, StatusCode::UNAUTHORIZED, "digest mismatch");
+    assert_eq!(
+        send(changed).await,
+        StatusCode::UNAUTHORIZED,
+        "digest mismatch"
+    );
 
     // From an instance that is not a peer (properly signed by C, as C).
     let request = signed(&c, &b, &follow_unit(&c, &b, &shared.uuid), now).await;
@@ -729,15 +754,27 @@ async fn forged_stale_replayed_and_unwanted_activities_are_refused_and_nothing_i
     for unit in [&hidden, &private] {
         let uuid = unit["uuid"].as_str().unwrap();
         let request = signed(&a, &b, &follow_unit(&a, &b, uuid), now).await;
-        assert_eq!(send(request).await, StatusCode::NOT_FOUND, "follow of {uuid}");
+        assert_eq!(
+            send(request).await,
+            StatusCode::NOT_FOUND,
+            "follow of {uuid}"
+        );
     }
 
     // Larger than the inbox takes.
     let huge = json!({ "id": activity_id(&a), "padding": "x".repeat(2 * 1024 * 1024) });
     let request = signed(&a, &b, &huge, now).await;
-    assert_eq!(send(request).await, StatusCode::PAYLOAD_TOO_LARGE, "oversized");
+    assert_eq!(
+        send(request).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "oversized"
+    );
 
-    assert_eq!(stored(&b).await, before, "nothing stored by refused activities");
+    assert_eq!(
+        stored(&b).await,
+        before,
+        "nothing stored by refused activities"
+    );
 
     // A replay: the same signed request twice; the second is refused and changes nothing.
     let valid = follow_unit(&a, &b, &shared.uuid);
@@ -809,7 +846,11 @@ async fn an_unknown_instance_may_only_ask_to_peer_and_waits_for_an_admin() {
     // Only admins manage peers.
     let (_, body) = a
         .server()
-        .gql("{ federationPeers { domain } }", json!({}), Some(&a.fx.token))
+        .gql(
+            "{ federationPeers { domain } }",
+            json!({}),
+            Some(&a.fx.token),
+        )
         .await;
     assert_eq!(common::code(&body), "FORBIDDEN", "{body}");
 }

@@ -31,9 +31,8 @@ impl Resolve for GuardedResolver {
         let is_internal = self.is_internal;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addresses: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addresses.is_empty() {
                 return Err(Box::new(Refused(format!("{host} has no address"))) as _);
             }
@@ -90,8 +89,7 @@ pub(crate) async fn check_url(context: &Context, url: &Url) -> Result<Domain, Er
     {
         return Err(Error::Refused(format!("{ip} is an internal address")));
     }
-    let domain =
-        Domain::of_url(url).ok_or_else(|| Error::Refused(format!("{url} has no host")))?;
+    let domain = Domain::of_url(url).ok_or_else(|| Error::Refused(format!("{url} has no host")))?;
     if context
         .host
         .peer(&domain)

@@ -115,7 +115,14 @@ mod tests {
 
     #[test]
     fn not_hosts_are_refused() {
-        for bad in ["", "a b", "user@pu.example", "pu.example/path", "https://", ":443"] {
+        for bad in [
+            "",
+            "a b",
+            "user@pu.example",
+            "pu.example/path",
+            "https://",
+            ":443",
+        ] {
             assert!(Domain::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -91,8 +91,7 @@ pub trait Host: Send + Sync + 'static {
     async fn shared_unit(&self, peer: &Peer, unit: Uuid) -> Result<Option<UnitObject>, HostError>;
 
     /// `peer` follows `unit` from now on (its values are to be sent there).
-    async fn follower_added(&self, peer: &Peer, unit: Uuid, follow: &Url)
-    -> Result<(), HostError>;
+    async fn follower_added(&self, peer: &Peer, unit: Uuid, follow: &Url) -> Result<(), HostError>;
 
     /// `peer` no longer follows `unit`.
     async fn follower_removed(&self, peer: &Peer, unit: Uuid) -> Result<(), HostError>;

@@ -229,8 +229,8 @@ fn check_headers(headers: &HeaderMap, body: &[u8], skew: Duration) -> Result<(),
             skew.as_secs()
         )));
     }
-    let digest = header("digest")
-        .ok_or_else(|| Error::Unauthenticated("no Digest header".into()))?;
+    let digest =
+        header("digest").ok_or_else(|| Error::Unauthenticated("no Digest header".into()))?;
     let expected = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body));
     let matches = digest.split(',').any(|part| {
         part.trim()
@@ -332,7 +332,9 @@ impl Activity for Incoming {
             Incoming::Undo(undo) => {
                 let peer = sender(data, &Incoming::Undo(undo.clone())).await?;
                 if undo.object.actor != peer.actor {
-                    return Err(Error::BadRequest("only one's own Follow can be undone".into()));
+                    return Err(Error::BadRequest(
+                        "only one's own Follow can be undone".into(),
+                    ));
                 }
                 if undo.object.object == me {
                     data.host.peer_ended(&peer.domain).await?;
@@ -394,7 +396,9 @@ async fn ask_to_peer(data: &Data<Context>, follow: Follow) -> Result<(), Error> 
 async fn follow_unit(data: &Data<Context>, follow: Follow) -> Result<(), Error> {
     let peer = sender(data, &Incoming::Follow(follow.clone())).await?;
     if follow.actor != peer.actor {
-        return Err(Error::BadRequest("only instance actors follow units".into()));
+        return Err(Error::BadRequest(
+            "only instance actors follow units".into(),
+        ));
     }
     let unit = data
         .urls
@@ -426,13 +430,17 @@ async fn answered(
     result: Option<crate::wire::UnitObject>,
 ) -> Result<(), Error> {
     if follow.actor != data.urls.actor {
-        return Err(Error::BadRequest("an answer to another instance's Follow".into()));
+        return Err(Error::BadRequest(
+            "an answer to another instance's Follow".into(),
+        ));
     }
     if follow.object == peer.actor {
         return Ok(data.host.peer_answered(&peer.domain, true).await?);
     }
     if Domain::of_url(&follow.object).as_ref() != Some(&peer.domain) {
-        return Err(Error::BadRequest("an answer about another instance's unit".into()));
+        return Err(Error::BadRequest(
+            "an answer about another instance's unit".into(),
+        ));
     }
     let unit = follow
         .object
@@ -476,10 +484,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body));
         headers.insert("digest", format!("SHA-256={digest}").parse().unwrap());
-        headers.insert(
-            "date",
-            httpdate::fmt_http_date(date).parse().unwrap(),
-        );
+        headers.insert("date", httpdate::fmt_http_date(date).parse().unwrap());
         headers.insert(
             "signature",
             format!("keyId=\"https://a.example/federation/actor#main-key\",headers=\"{covered}\",signature=\"x\"")
@@ -502,7 +507,10 @@ mod tests {
             Err(Error::Unauthenticated(_))
         ));
         // Stale and future dates.
-        for date in [now - Duration::from_secs(900), now + Duration::from_secs(900)] {
+        for date in [
+            now - Duration::from_secs(900),
+            now + Duration::from_secs(900),
+        ] {
             assert!(matches!(
                 check_headers(&signed_headers(b"{}", date, COVERED), b"{}", skew),
                 Err(Error::Unauthenticated(_))

@@ -214,7 +214,8 @@ impl Outbox {
         }
         let peers: HashSet<&Domain> = routes.values().flatten().collect();
         self.queues.retain(|peer, _| peers.contains(peer));
-        self.sequences.retain(|output, _| routes.contains_key(output));
+        self.sequences
+            .retain(|output, _| routes.contains_key(output));
         self.tap.set_exported(routes.keys().copied().collect());
         self.routes = routes;
     }
@@ -393,7 +394,8 @@ mod tests {
 
     #[test]
     fn a_lagging_queue_keeps_the_newest_of_each_output_in_order() {
-        let mut pending: VecDeque<Sample> = (1..=10).map(|i| sample(u128::from(i % 2), i)).collect();
+        let mut pending: VecDeque<Sample> =
+            (1..=10).map(|i| sample(u128::from(i % 2), i)).collect();
         bound(&mut pending, 4);
         let left: Vec<u64> = pending.iter().map(|s| s.sequence).collect();
         assert_eq!(left, vec![9, 10]);

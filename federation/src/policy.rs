@@ -110,7 +110,10 @@ mod tests {
     fn strangers_may_only_ask_to_peer() {
         let mode = Mode::TrustedPeersOnly;
         assert_eq!(admit(mode, None, Intent::AskToPeer), Ok(()));
-        assert_eq!(admit(mode, None, Intent::PeerTraffic), Err(Refusal::NotPeer));
+        assert_eq!(
+            admit(mode, None, Intent::PeerTraffic),
+            Err(Refusal::NotPeer)
+        );
         assert_eq!(
             admit(mode, None, Intent::AnswerOwnRequest),
             Err(Refusal::NotPeer)

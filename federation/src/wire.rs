@@ -250,14 +250,20 @@ mod tests {
     fn the_instance_actor_has_its_key() {
         let actor: InstanceActorJson = serde_json::from_str(&fixture("instance_actor")).unwrap();
         assert_eq!(actor.public_key.owner, actor.id);
-        assert!(actor.public_key.public_key_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert!(
+            actor
+                .public_key
+                .public_key_pem
+                .starts_with("-----BEGIN PUBLIC KEY-----")
+        );
     }
 
     #[test]
     fn unknown_types_and_missing_fields_are_refused() {
         let like = r#"{"id":"https://a.example/x","type":"Like","actor":"https://a.example/federation/actor","object":"https://b.example/"}"#;
         assert!(serde_json::from_str::<Incoming>(like).is_err());
-        let no_actor = r#"{"id":"https://a.example/x","type":"Follow","object":"https://b.example/"}"#;
+        let no_actor =
+            r#"{"id":"https://a.example/x","type":"Follow","object":"https://b.example/"}"#;
         assert!(serde_json::from_str::<Incoming>(no_actor).is_err());
     }
 }

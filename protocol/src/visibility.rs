@@ -33,12 +33,7 @@ pub enum Visibility {
 
 impl Visibility {
     /// Every level, most open first.
-    pub const ALL: [Visibility; 4] = [
-        Self::Public,
-        Self::Federated,
-        Self::Internal,
-        Self::Private,
-    ];
+    pub const ALL: [Visibility; 4] = [Self::Public, Self::Federated, Self::Internal, Self::Private];
 
     /// The stored and wire name.
     pub fn as_str(&self) -> &'static str {

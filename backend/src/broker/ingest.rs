@@ -313,9 +313,12 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, 
         for job in batch.drain(..) {
             let _ = job.done.send(ok);
             if let (true, Sink::Value(node)) = (ok, job.item.sink) {
-                services
-                    .federation_tap()
-                    .offer(job.item.unit, node, &job.item.payload, job.item.at);
+                services.federation_tap().offer(
+                    job.item.unit,
+                    node,
+                    &job.item.payload,
+                    job.item.at,
+                );
             }
         }
         for event in live.drain(..) {

@@ -3,9 +3,7 @@
 use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use crate::entities::{
-    federation_peers, federation_remote_links, federation_remote_outputs,
-};
+use crate::entities::{federation_peers, federation_remote_links, federation_remote_outputs};
 use crate::error::GqlResult;
 use crate::graphql::{actor, parse_uuid, services};
 use crate::services::federation::{self as service, RemoteUnitView};
@@ -167,19 +165,23 @@ impl FederationMutation {
     /// Asks the instance at `address` (a domain, or its URL) to peer (admins only).
     #[graphql(complexity = "super::EXPENSIVE_MUTATION")]
     async fn request_peering(&self, ctx: &Context<'_>, address: String) -> Result<FederationPeer> {
-        Ok(service::request_peering(services(ctx)?, &actor(ctx), &address)
-            .await
-            .gql()?
-            .into())
+        Ok(
+            service::request_peering(services(ctx)?, &actor(ctx), &address)
+                .await
+                .gql()?
+                .into(),
+        )
     }
 
     /// Accepts a request to peer (admins only).
     #[graphql(complexity = "super::EXPENSIVE_MUTATION")]
     async fn accept_peering(&self, ctx: &Context<'_>, domain: String) -> Result<FederationPeer> {
-        Ok(service::accept_peering(services(ctx)?, &actor(ctx), &domain)
-            .await
-            .gql()?
-            .into())
+        Ok(
+            service::accept_peering(services(ctx)?, &actor(ctx), &domain)
+                .await
+                .gql()?
+                .into(),
+        )
     }
 
     /// Refuses a request to peer (admins only).
@@ -203,10 +205,12 @@ impl FederationMutation {
     /// Blocks an instance, named in any spelling (admins only).
     #[graphql(complexity = "super::EXPENSIVE_MUTATION")]
     async fn block_instance(&self, ctx: &Context<'_>, address: String) -> Result<FederationPeer> {
-        Ok(service::block_instance(services(ctx)?, &actor(ctx), &address)
-            .await
-            .gql()?
-            .into())
+        Ok(
+            service::block_instance(services(ctx)?, &actor(ctx), &address)
+                .await
+                .gql()?
+                .into(),
+        )
     }
 
     /// Lifts a block (admins only).

@@ -61,7 +61,9 @@ const REMOTE_VALUE_QUEUE: usize = 4096;
 
 fn federation_settings(config: &Config) -> Result<pepeunit_federation::Settings, ConfigError> {
     let public_url = url::Url::parse(&config.public_url).map_err(|e| {
-        ConfigError::new(format!("public_url (PEPEUNIT_PUBLIC_URL) is not a URL: {e}"))
+        ConfigError::new(format!(
+            "public_url (PEPEUNIT_PUBLIC_URL) is not a URL: {e}"
+        ))
     })?;
     Ok(pepeunit_federation::Settings {
         public_url,
@@ -104,12 +106,12 @@ impl Services {
         secrets: InstanceSecrets,
     ) -> Result<Self, ConfigError> {
         let settings = federation_settings(config)?;
-        let (federation_tap, offers) = pepeunit_federation::outbox::Tap::new(settings.outbox.channel);
+        let (federation_tap, offers) =
+            pepeunit_federation::outbox::Tap::new(settings.outbox.channel);
         let (remote_sender, remote_values) = tokio::sync::mpsc::channel(REMOTE_VALUE_QUEUE);
         let federation_host = Arc::new(federation::host::ServerHost::new(remote_sender));
-        let federation =
-            pepeunit_federation::Federation::new(settings, federation_host.clone())
-                .map_err(|e| ConfigError::new(format!("federation: {e}")))?;
+        let federation = pepeunit_federation::Federation::new(settings, federation_host.clone())
+            .map_err(|e| ConfigError::new(format!("federation: {e}")))?;
         let services = Self {
             inner: Arc::new(Inner {
                 db,

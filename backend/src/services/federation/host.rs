@@ -22,8 +22,8 @@ use uuid::Uuid;
 use super::{RemoteStatus, affected_by_remote_units, peer_of};
 use crate::entities::{
     federation_followers as followers, federation_keys as keys, federation_peers as peers,
-    federation_remote_outputs as outputs, federation_remote_units as remote_units,
-    unit_nodes, units,
+    federation_remote_outputs as outputs, federation_remote_units as remote_units, unit_nodes,
+    units,
 };
 use crate::error::Error;
 use crate::services::units::events::UnitEvent;
@@ -260,7 +260,8 @@ impl Host for ServerHost {
         else {
             return Err(HostError::NotFound("peer"));
         };
-        if row.status != PeerStatus::Requested.as_str() && row.status != PeerStatus::Accepted.as_str()
+        if row.status != PeerStatus::Requested.as_str()
+            && row.status != PeerStatus::Accepted.as_str()
         {
             return Ok(());
         }
@@ -370,7 +371,10 @@ impl Host for ServerHost {
                     .map(|o| (o.remote_node_uuid, o))
                     .collect();
                 let present: HashSet<Uuid> = object.outputs.iter().map(|o| o.uuid).collect();
-                for gone in known.values().filter(|o| !present.contains(&o.remote_node_uuid)) {
+                for gone in known
+                    .values()
+                    .filter(|o| !present.contains(&o.remote_node_uuid))
+                {
                     outputs::Entity::delete_by_id(gone.uuid)
                         .exec(&txn)
                         .await

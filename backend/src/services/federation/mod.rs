@@ -268,7 +268,11 @@ pub async fn request_peering(
     } else {
         row.update(services.db()).await?
     };
-    let activity = follow(follow_id, federation.urls().actor.clone(), remote.id.clone());
+    let activity = follow(
+        follow_id,
+        federation.urls().actor.clone(),
+        remote.id.clone(),
+    );
     if let Err(error) = federation.send(&remote.inbox, &activity).await {
         peers::Entity::delete_by_id(row.uuid)
             .exec(services.db())
@@ -306,7 +310,11 @@ pub async fn accept_peering(
         id: federation.urls().activity(),
         kind: AcceptType::Accept,
         actor: federation.urls().actor.clone(),
-        object: follow(their_follow, peer.actor.clone(), federation.urls().actor.clone()),
+        object: follow(
+            their_follow,
+            peer.actor.clone(),
+            federation.urls().actor.clone(),
+        ),
         result: None,
     };
     let mut active = row.into_active_model();

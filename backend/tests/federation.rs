@@ -241,6 +241,13 @@ async fn nothing_on(unit: &mut MqttUnit, topic: &str) {
     }
 }
 
+/// `LOCALHOST.:<port>`: the instance's domain in upper case with a trailing dot.
+fn odd_spelling(instance: &Instance) -> String {
+    let domain = instance.domain();
+    let (host, port) = domain.split_once(':').unwrap();
+    format!("{}.:{port}", host.to_uppercase())
+}
+
 /// Encrypts as pepeunit-client 1.3.0's `AesGcmCipher` does: `base64(nonce).base64(ciphertext+tag)`.
 fn sync_encrypt(plaintext: &str) -> (Vec<u8>, String) {
     use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
@@ -527,7 +534,7 @@ async fn ending_the_peering_or_blocking_stops_the_flow_on_both_sides() {
     // Peered and linked again, then B blocks A (spelled oddly): A is told, and may not ask again.
     peer(&a, &b).await;
     link(&a, &b, &flow.sensor, &display).await;
-    let odd = format!("HTTP://{}./", a.domain().to_uppercase().replace(':', ".:"));
+    let odd = format!("HTTP://{}/", odd_spelling(&a));
     let (_, body) = b
         .gql_admin(
             "mutation($a: String!) { blockInstance(address: $a) { domain status } }",
@@ -787,7 +794,7 @@ async fn forged_stale_replayed_and_unwanted_activities_are_refused_and_nothing_i
     assert_eq!(stored(&b).await, after_first);
 
     // Blocked in any spelling: C's requests to peer are refused.
-    let spelled = format!("{}.", c.domain().to_uppercase().replace(':', ".:"));
+    let spelled = odd_spelling(&c);
     let (_, body) = b
         .gql_admin(
             "mutation($a: String!) { blockInstance(address: $a) { domain } }",

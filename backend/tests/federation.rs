@@ -744,8 +744,7 @@ async fn forged_stale_replayed_and_unwanted_activities_are_refused_and_nothing_i
 
     // The body changed after signing.
     let mut changed = signed(&a, &b, &follow_unit(&a, &b, &shared.uuid), now).await;
-    let other =
-        serde_json::to_vec(&follow_unit(&a, &b, &hidden["uuid"].as_str().unwrap())).unwrap();
+    let other = serde_json::to_vec(&follow_unit(&a, &b, hidden["uuid"].as_str().unwrap())).unwrap();
     *changed.body_mut() = Some(other.into());
     assert_eq!(
         send(changed).await,

@@ -37,9 +37,12 @@ use crate::{Context, Domain, Error, Federation, PeerStatus};
 /// its `Date`; within it, by this memory.
 const REMEMBERED: usize = 100_000;
 
+/// The ids seen, and the same ids in the order they arrived (to forget the oldest first).
+type Seen = (HashSet<Url>, VecDeque<(Instant, Url)>);
+
 /// Ids of activities received within the last clock-skew window (twice over, to be safe).
 #[derive(Default)]
-pub struct ReplayGuard(Mutex<(HashSet<Url>, VecDeque<(Instant, Url)>)>);
+pub struct ReplayGuard(Mutex<Seen>);
 
 impl ReplayGuard {
     /// Records `id`; `false` if it was seen within `window`.

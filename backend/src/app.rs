@@ -202,6 +202,33 @@ impl App {
         &self.broker
     }
 
+    /// Starts federation's tasks: the outbox, the delivery of peers' values into the broker, and the
+    /// watch on shared units going away.
+    fn start_federation(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        use crate::broker::MessageBus;
+        let services = &self.state.services;
+        let mut tasks = vec![tokio::spawn(crate::services::federation::run_events(
+            services.clone(),
+        ))];
+        if let Some(channels) = services.take_federation_channels() {
+            let tap = services.inner_federation_tap();
+            tasks.push(tokio::spawn(pepeunit_federation::outbox::run(
+                services.federation().clone(),
+                services.federation_source(),
+                tap,
+                channels.offers,
+            )));
+            let broker = self.broker.clone();
+            let mut remote_values = channels.remote_values;
+            tasks.push(tokio::spawn(async move {
+                while let Some((topic, payload)) = remote_values.recv().await {
+                    broker.publish(&topic, &payload, false);
+                }
+            }));
+        }
+        tasks
+    }
+
     /// Serves HTTP on `listener` until `shutdown` resolves, then drains in-flight requests.
     pub async fn serve(
         self,
@@ -228,6 +255,7 @@ impl App {
         if let Err(error) = self.broker.restore().await {
             tracing::warn!(%error, "restoring retained messages failed");
         }
+        let federation = self.start_federation();
         let commands = tokio::spawn(crate::broker::commands::run(
             self.broker.clone(),
             self.unit_events,
@@ -268,6 +296,9 @@ impl App {
         log_purge.abort();
         backups.abort();
         commands.abort();
+        for task in federation {
+            task.abort();
+        }
         mqtt.abort();
         if let Some(task) = mqtt_tls {
             task.abort();

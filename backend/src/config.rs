@@ -130,6 +130,12 @@ pub struct Config {
     pub backup_interval_seconds: u64,
     pub backup_keep: usize,
     pub backup_passphrase: Option<Secret>,
+    pub federation_max_activity_bytes: usize,
+    pub federation_clock_skew_seconds: u64,
+    pub federation_request_timeout_seconds: u64,
+    pub federation_flush_interval_ms: u64,
+    pub federation_max_batch: usize,
+    pub federation_max_pending_per_peer: usize,
 }
 
 impl Default for Config {
@@ -195,6 +201,12 @@ impl Default for Config {
             backup_interval_seconds: 86_400,
             backup_keep: 7,
             backup_passphrase: None,
+            federation_max_activity_bytes: 1024 * 1024,
+            federation_clock_skew_seconds: 300,
+            federation_request_timeout_seconds: 10,
+            federation_flush_interval_ms: 100,
+            federation_max_batch: 1000,
+            federation_max_pending_per_peer: 10_000,
         }
     }
 }
@@ -529,6 +541,40 @@ pub struct ConfigArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup_passphrase: Option<String>,
+
+    /// Largest activity another instance may post to the inbox, in bytes [default: 1048576]
+    #[arg(long, env = "PEPEUNIT_FEDERATION_MAX_ACTIVITY_BYTES", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation_max_activity_bytes: Option<usize>,
+
+    /// How far, in seconds, a federation request's Date may be from this clock [default: 300]
+    #[arg(long, env = "PEPEUNIT_FEDERATION_CLOCK_SKEW_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation_clock_skew_seconds: Option<u64>,
+
+    /// Timeout of each request to another instance, in seconds [default: 10]
+    #[arg(
+        long,
+        env = "PEPEUNIT_FEDERATION_REQUEST_TIMEOUT_SECONDS",
+        global = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation_request_timeout_seconds: Option<u64>,
+
+    /// How often values waiting for a peer are sent, in milliseconds [default: 100]
+    #[arg(long, env = "PEPEUNIT_FEDERATION_FLUSH_INTERVAL_MS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation_flush_interval_ms: Option<u64>,
+
+    /// Most samples in one Values activity; a full batch is sent at once [default: 1000]
+    #[arg(long, env = "PEPEUNIT_FEDERATION_MAX_BATCH", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation_max_batch: Option<usize>,
+
+    /// Most samples waiting for one peer; past it only the newest of each output is kept [default: 10000]
+    #[arg(long, env = "PEPEUNIT_FEDERATION_MAX_PENDING_PER_PEER", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation_max_pending_per_peer: Option<usize>,
 }
 
 /// Where units reach this instance, as written into their env.json.
@@ -549,6 +595,12 @@ pub struct PublicEndpoint {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
 
 impl Config {
     /// Merges the defaults, the TOML file named by `args` (if any) and the flags/environment in `args`.
@@ -594,6 +646,20 @@ impl Config {
             ));
         }
         self.public_endpoint()?;
+        if self.federation_max_activity_bytes < 1024
+            || self.federation_clock_skew_seconds == 0
+            || self.federation_request_timeout_seconds == 0
+            || self.federation_flush_interval_ms == 0
+            || self.federation_max_batch == 0
+            || self.federation_max_pending_per_peer < self.federation_max_batch
+        {
+            return Err(ConfigError(
+                "federation_max_activity_bytes must be at least 1024, federation_clock_skew_seconds, \
+                 federation_request_timeout_seconds, federation_flush_interval_ms and federation_max_batch \
+                 positive, and federation_max_pending_per_peer at least federation_max_batch"
+                    .into(),
+            ));
+        }
         if self.http_header_read_timeout_seconds == 0
             || self.mqtt_slow_subscriber_timeout_seconds == 0
             || self.mqtt_subscriber_queue == 0

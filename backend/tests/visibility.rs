@@ -59,7 +59,7 @@ async fn matrix_for_single_reads_and_lists() {
     for visibility in Visibility::ALL {
         repos.push((visibility, make_repo(&services, &owner, visibility).await));
     }
-    let private = repos[2].1;
+    let private = repos[3].1;
     permissions::ActiveModel {
         uuid: Set(Uuid::new_v4()),
         grantee_user_uuid: Set(granted.user_id().unwrap().as_uuid()),
@@ -72,13 +72,13 @@ async fn matrix_for_single_reads_and_lists() {
     .await
     .unwrap();
 
-    // Columns: public, internal, private.
+    // Columns: public, federated, internal, private. Locally `federated` reads like `internal`.
     let matrix = [
-        ("anonymous", &anonymous, [true, false, false]),
-        ("other user", &other, [true, true, false]),
-        ("granted user", &granted, [true, true, true]),
-        ("owner", &owner, [true, true, true]),
-        ("admin", &admin, [true, true, true]),
+        ("anonymous", &anonymous, [true, false, false, false]),
+        ("other user", &other, [true, true, true, false]),
+        ("granted user", &granted, [true, true, true, true]),
+        ("owner", &owner, [true, true, true, true]),
+        ("admin", &admin, [true, true, true, true]),
     ];
     for (who, actor, row) in matrix {
         for ((visibility, uuid), want) in repos.iter().zip(row) {

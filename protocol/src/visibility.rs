@@ -1,4 +1,4 @@
-//! Who may see a node: the three access levels of every Pepeunit node.
+//! Who may see a node: the four access levels of every Pepeunit node.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +20,9 @@ pub enum Visibility {
     /// Anyone, without logging in.
     #[cfg_attr(feature = "orm", sea_orm(string_value = "public"))]
     Public,
+    /// Any logged-in user of this instance, and the instances it peers with (never anonymous users).
+    #[cfg_attr(feature = "orm", sea_orm(string_value = "federated"))]
+    Federated,
     /// Any logged-in user of this instance.
     #[cfg_attr(feature = "orm", sea_orm(string_value = "internal"))]
     Internal,
@@ -30,15 +33,21 @@ pub enum Visibility {
 
 impl Visibility {
     /// Every level, most open first.
-    pub const ALL: [Visibility; 3] = [Self::Public, Self::Internal, Self::Private];
+    pub const ALL: [Visibility; 4] = [Self::Public, Self::Federated, Self::Internal, Self::Private];
 
     /// The stored and wire name.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Public => "public",
+            Self::Federated => "federated",
             Self::Internal => "internal",
             Self::Private => "private",
         }
+    }
+
+    /// Whether peers of this instance may see a node of this level (public and federated ones).
+    pub fn shared_with_peers(&self) -> bool {
+        matches!(self, Self::Public | Self::Federated)
     }
 }
 
@@ -48,9 +57,9 @@ impl fmt::Display for Visibility {
     }
 }
 
-/// A visibility name that is none of `public`, `internal`, `private`.
+/// A visibility name that is none of `public`, `federated`, `internal`, `private`.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown visibility {0:?}: expected public, internal or private")]
+#[error("unknown visibility {0:?}: expected public, federated, internal or private")]
 pub struct UnknownVisibility(String);
 
 impl FromStr for Visibility {
@@ -81,7 +90,7 @@ mod tests {
         #[test]
         fn only_the_three_names_parse(s in "\\PC{0,12}") {
             let parsed = s.parse::<Visibility>();
-            prop_assert_eq!(parsed.is_ok(), ["public", "internal", "private"].contains(&s.as_str()));
+            prop_assert_eq!(parsed.is_ok(), ["public", "federated", "internal", "private"].contains(&s.as_str()));
         }
     }
 }

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::BackupError;
 use crate::entities::{
-    instance_settings, permissions, repo_units, rollouts, unit_logs, unit_node_edges,
-    unit_node_values, unit_nodes, units, update_attempts, users,
+    federation_followers, federation_keys, federation_peers, federation_remote_links,
+    federation_remote_outputs, federation_remote_units, instance_settings, permissions, repo_units,
+    rollouts, unit_logs, unit_node_edges, unit_node_values, unit_nodes, units, update_attempts, users,
 };
 
 /// Rows inserted per statement: well under SQLite's and PostgreSQL's bound-parameter limits for the widest
@@ -30,7 +31,8 @@ use crate::entities::{
 const BATCH: usize = 500;
 
 /// Every table a backup holds, parents before children, so rows insert in this order without breaking a
-/// foreign key (and delete in the reverse order). `federation_peers` is not here: nothing writes it yet.
+/// foreign key (and delete in the reverse order). The federation tables keep the instance's key (its
+/// identity to peers), the peerings and the mirrors, so a restored instance is still the one its peers know.
 pub const TABLES: &[&str] = &[
     "users",
     "instance_settings",
@@ -43,6 +45,12 @@ pub const TABLES: &[&str] = &[
     "update_attempts",
     "unit_logs",
     "unit_node_values",
+    "federation_keys",
+    "federation_peers",
+    "federation_followers",
+    "federation_remote_units",
+    "federation_remote_outputs",
+    "federation_remote_links",
 ];
 
 /// Tables whose primary key is a PostgreSQL sequence that must move past the restored ids.
@@ -101,6 +109,30 @@ macro_rules! with_entity {
             }
             "unit_node_values" => {
                 type $e = unit_node_values::Entity;
+                $body
+            }
+            "federation_keys" => {
+                type $e = federation_keys::Entity;
+                $body
+            }
+            "federation_peers" => {
+                type $e = federation_peers::Entity;
+                $body
+            }
+            "federation_followers" => {
+                type $e = federation_followers::Entity;
+                $body
+            }
+            "federation_remote_units" => {
+                type $e = federation_remote_units::Entity;
+                $body
+            }
+            "federation_remote_outputs" => {
+                type $e = federation_remote_outputs::Entity;
+                $body
+            }
+            "federation_remote_links" => {
+                type $e = federation_remote_links::Entity;
                 $body
             }
             other => Err(BackupError::Invalid(format!("unknown table {other}"))),
@@ -355,8 +387,8 @@ mod tests {
 
     use super::TABLES;
 
-    /// Tables a backup leaves out on purpose: the migrator's own bookkeeping, and peers nothing writes yet.
-    const NOT_BACKED_UP: &[&str] = &["seaql_migrations", "federation_peers"];
+    /// Tables a backup leaves out on purpose: the migrator's own bookkeeping.
+    const NOT_BACKED_UP: &[&str] = &["seaql_migrations"];
 
     /// A table added by a migration but not to [`TABLES`] would silently be missing from every backup.
     #[tokio::test]

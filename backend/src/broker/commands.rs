@@ -86,6 +86,8 @@ async fn handle(broker: &Broker, event: UnitEvent) -> Result<()> {
             broker.disconnect(unit);
             broker.publish(&command_topic(broker, unit, "update/pepeunit"), b"", true);
         }
+        // Federation follows visibility; units need not hear of it.
+        UnitEvent::VisibilityChanged(_) => {}
         UnitEvent::InputSet { node, value } => {
             if let Some(row) = unit_nodes::Entity::find_by_id(node)
                 .one(broker.services().db())

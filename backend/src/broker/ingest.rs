@@ -326,9 +326,17 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, 
             }
         };
         drop(turn);
-        // Connections first: they are waiting on this commit.
+        // Connections first: they are waiting on this commit. Then federation, which never waits.
         for job in batch.drain(..) {
             let _ = job.done.send(ok);
+            if let (true, Sink::Value(node)) = (ok, job.item.sink) {
+                services.federation_tap().offer(
+                    job.item.unit,
+                    node,
+                    &job.item.payload,
+                    job.item.at,
+                );
+            }
         }
         for event in live.drain(..) {
             services.live().send(event);

@@ -1,5 +1,11 @@
 //! sea-orm entities: one module per table of the `pepeunit-migrations` schema.
 
+pub mod federation_followers;
+pub mod federation_keys;
+pub mod federation_peers;
+pub mod federation_remote_links;
+pub mod federation_remote_outputs;
+pub mod federation_remote_units;
 pub mod instance_settings;
 pub mod permissions;
 pub mod repo_units;

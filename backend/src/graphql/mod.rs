@@ -1,5 +1,6 @@
 //! The GraphQL open API: thin resolvers over the services, one merged schema.
 
+mod federation;
 mod live;
 mod repo_units;
 mod settings;
@@ -24,6 +25,7 @@ pub struct QueryRoot(
     settings::SettingsQuery,
     repo_units::RepoUnitQuery,
     units::UnitQuery,
+    federation::FederationQuery,
 );
 
 /// Every mutation.
@@ -33,6 +35,7 @@ pub struct MutationRoot(
     settings::SettingsMutation,
     repo_units::RepoUnitMutation,
     units::UnitMutation,
+    federation::FederationMutation,
 );
 
 /// The schema type served at `/graphql`.

@@ -10,11 +10,13 @@ use crate::error::GqlResult;
 use crate::graphql::{actor, parse_uuid, services};
 use crate::services::repo_units::{self as service, NewRepoUnit, RepoUnitChange};
 
-/// Which of the three access levels a node has.
+/// Which of the four access levels a node has.
 #[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
 #[graphql(remote = "pepeunit_protocol::Visibility")]
 pub enum VisibilityLevel {
     Public,
+    /// Users of this instance and the instances it peers with.
+    Federated,
     Internal,
     Private,
 }

@@ -241,6 +241,7 @@ pub async fn world_state(State(state): State<AppState>, headers: HeaderMap) -> R
 fn visibility_level(visibility: Visibility) -> &'static str {
     match visibility {
         Visibility::Public => "Public",
+        Visibility::Federated => "Federated",
         Visibility::Internal => "Internal",
         Visibility::Private => "Private",
     }

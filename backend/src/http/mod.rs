@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/unit_nodes", get(device::unit_nodes))
         .route("/api/v1/world_state", get(device::world_state))
         .route("/api/v1/units", get(device::units))
+        .merge(state.services.federation().router())
         .route("/", get(frontend::index))
         .fallback(frontend::file_or_not_found)
         .layer(axum::middleware::from_fn(security_headers))

@@ -1,6 +1,8 @@
 //! The one place visibility is decided: who may see and who may change a node.
 //!
 //! - `public`: anyone, logged in or not;
+//! - `federated`: any logged-in user of this instance, and (through federation, not here) the instances
+//!   it peers with;
 //! - `internal`: any logged-in user of this instance;
 //! - `private`: the creator, the users the creator granted it to, and admins (who run the instance and
 //!   must be able to moderate it).
@@ -66,7 +68,7 @@ pub fn can_view(actor: &Actor, creator: Uuid, visibility: Visibility, granted: b
     match (visibility, actor) {
         (Visibility::Public, _) => true,
         (_, Actor::Anonymous) => false,
-        (Visibility::Internal, Actor::User(_)) => true,
+        (Visibility::Federated | Visibility::Internal, Actor::User(_)) => true,
         (Visibility::Private, Actor::User(user)) => {
             actor.is_admin() || user.id.as_uuid() == creator || granted
         }
@@ -105,6 +107,7 @@ fn visibility_condition<E: Guarded>(actor: &Actor) -> Condition {
                 .to_owned();
             Condition::any()
                 .add(public)
+                .add(E::visibility_column().eq(Visibility::Federated))
                 .add(E::visibility_column().eq(Visibility::Internal))
                 .add(E::creator_column().eq(me))
                 .add(E::uuid_column().in_subquery(granted))
@@ -179,12 +182,12 @@ mod tests {
         let (other, _) = user(UserRole::User);
         let (admin, _) = user(UserRole::Admin);
         let anon = Actor::Anonymous;
-        // (actor, [public, internal, private])
+        // (actor, [public, federated, internal, private])
         let expected = [
-            (&anon, [true, false, false]),
-            (&other, [true, true, false]),
-            (&owner, [true, true, true]),
-            (&admin, [true, true, true]),
+            (&anon, [true, false, false, false]),
+            (&other, [true, true, true, false]),
+            (&owner, [true, true, true, true]),
+            (&admin, [true, true, true, true]),
         ];
         for (actor, row) in expected {
             for (visibility, want) in Visibility::ALL.into_iter().zip(row) {

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod actor;
+pub mod federation;
 pub mod login_throttle;
 pub mod passwords;
 pub mod repo_sync;
@@ -29,7 +30,7 @@ pub struct Services {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     db: DatabaseConnection,
     tokens: tokens::TokenIssuer,
     passwords: passwords::PasswordHasher,
@@ -43,6 +44,41 @@ struct Inner {
     live: units::live::LiveFeed,
     firmware_hashes: units::bundle::FirmwareHashes,
     bundle_builds: units::bundle::BundleBuilds,
+    federation: pepeunit_federation::Federation,
+    federation_tap: Arc<pepeunit_federation::outbox::Tap>,
+    federation_host: Arc<federation::host::ServerHost>,
+    federation_channels: std::sync::Mutex<Option<FederationChannels>>,
+}
+
+/// What the server's tasks read: values for the outbox, values from peers for the broker.
+pub struct FederationChannels {
+    pub offers: tokio::sync::mpsc::Receiver<pepeunit_federation::outbox::Offer>,
+    pub remote_values: tokio::sync::mpsc::Receiver<federation::host::RemoteValue>,
+}
+
+/// Values from peers waiting for the broker.
+const REMOTE_VALUE_QUEUE: usize = 4096;
+
+fn federation_settings(config: &Config) -> Result<pepeunit_federation::Settings, ConfigError> {
+    let public_url = url::Url::parse(&config.public_url).map_err(|e| {
+        ConfigError::new(format!(
+            "public_url (PEPEUNIT_PUBLIC_URL) is not a URL: {e}"
+        ))
+    })?;
+    Ok(pepeunit_federation::Settings {
+        public_url,
+        allow_local: config.allow_local_remotes,
+        is_internal: pepeunit_repositories::remote::is_internal,
+        max_activity_bytes: config.federation_max_activity_bytes,
+        clock_skew: Duration::from_secs(config.federation_clock_skew_seconds),
+        request_timeout: Duration::from_secs(config.federation_request_timeout_seconds),
+        outbox: pepeunit_federation::outbox::Limits {
+            flush_interval: Duration::from_millis(config.federation_flush_interval_ms),
+            max_batch: config.federation_max_batch,
+            max_pending_per_peer: config.federation_max_pending_per_peer,
+            ..pepeunit_federation::outbox::Limits::default()
+        },
+    })
 }
 
 /// What units are generated with.
@@ -69,7 +105,14 @@ impl Services {
         db: DatabaseConnection,
         secrets: InstanceSecrets,
     ) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let settings = federation_settings(config)?;
+        let (federation_tap, offers) =
+            pepeunit_federation::outbox::Tap::new(settings.outbox.channel);
+        let (remote_sender, remote_values) = tokio::sync::mpsc::channel(REMOTE_VALUE_QUEUE);
+        let federation_host = Arc::new(federation::host::ServerHost::new(remote_sender));
+        let federation = pepeunit_federation::Federation::new(settings, federation_host.clone())
+            .map_err(|e| ConfigError::new(format!("federation: {e}")))?;
+        let services = Self {
             inner: Arc::new(Inner {
                 db,
                 tokens: tokens::TokenIssuer::new(
@@ -110,8 +153,46 @@ impl Services {
                     },
                     config.bundle_concurrency,
                 ),
+                federation,
+                federation_tap,
+                federation_host: federation_host.clone(),
+                federation_channels: std::sync::Mutex::new(Some(FederationChannels {
+                    offers,
+                    remote_values,
+                })),
             }),
-        })
+        };
+        federation_host.attach(Arc::downgrade(&services.inner));
+        Ok(services)
+    }
+
+    /// Federation with other instances.
+    pub fn federation(&self) -> &pepeunit_federation::Federation {
+        &self.inner.federation
+    }
+
+    /// Where ingestion hands committed values to federation.
+    pub fn federation_tap(&self) -> &pepeunit_federation::outbox::Tap {
+        &self.inner.federation_tap
+    }
+
+    /// The federation tasks' ends of their channels; the first caller (the server) gets them.
+    pub fn take_federation_channels(&self) -> Option<FederationChannels> {
+        self.inner
+            .federation_channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The tap itself, for the outbox that must share it.
+    pub(crate) fn inner_federation_tap(&self) -> Arc<pepeunit_federation::outbox::Tap> {
+        self.inner.federation_tap.clone()
+    }
+
+    /// What the outbox reads followers and overflowed values from.
+    pub(crate) fn federation_source(&self) -> Arc<dyn pepeunit_federation::outbox::Source> {
+        self.inner.federation_host.clone()
     }
 
     pub fn db(&self) -> &DatabaseConnection {

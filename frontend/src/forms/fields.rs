@@ -155,6 +155,7 @@ pub fn FormError(error: Signal<Option<ApiError>>, fields: Vec<String>) -> Elemen
 pub fn visibilities() -> Vec<(String, String)> {
     [
         ("PUBLIC", "Public"),
+        ("FEDERATED", "This instance and its peers"),
         ("INTERNAL", "This instance"),
         ("PRIVATE", "Only me"),
     ]

@@ -27,6 +27,8 @@ pub enum UnitEvent {
     },
     /// The unit's token was revoked or the unit deleted: it must be disconnected.
     Revoked(Uuid),
+    /// The unit's visibility changed: who may see it (peers included) changed.
+    VisibilityChanged(Uuid),
     /// A user set an input's value.
     InputSet {
         node: Uuid,

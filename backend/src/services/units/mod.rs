@@ -384,11 +384,17 @@ pub async fn update(
     }
     active.updated_at = Set(Utc::now());
     let before = unit.target_commit.clone();
+    let visibility_changed = change.visibility.is_some_and(|v| v != unit.visibility);
     let mut row = active.update(&txn).await.map_err(unique_name_error)?;
     if let Some(resolved) = &resolved {
         row = apply_target(services, &txn, row, resolved, None).await?;
     }
     txn.commit().await?;
+    if visibility_changed {
+        services
+            .unit_events()
+            .send(UnitEvent::VisibilityChanged(row.uuid));
+    }
     if let Some(commit) = row
         .target_commit
         .as_deref()

@@ -31,10 +31,13 @@ pub fn base_topic(domain: &str, section: &str, unit: Uuid, name: &str) -> String
 }
 
 /// The outputs linked to each of `inputs`, oldest link first: input uuid → [(output uuid, topic name)].
+/// Outputs of remote units (federation) come after the local ones, as their mirrors' uuids: their
+/// values are published on the mirror's topic.
 pub async fn linked_outputs(
     db: &impl ConnectionTrait,
     inputs: Vec<Uuid>,
 ) -> Result<HashMap<Uuid, Vec<(Uuid, String)>>> {
+    let mirrors = crate::services::federation::linked_mirrors(db, &inputs).await?;
     let edges = unit_node_edges::Entity::find()
         .filter(unit_node_edges::Column::InputNodeUuid.is_in(inputs))
         .order_by_asc(unit_node_edges::Column::CreatedAt)
@@ -54,6 +57,9 @@ pub async fn linked_outputs(
                 .or_default()
                 .push((edge.output_node_uuid, name.clone()));
         }
+    }
+    for (input, mirror, name) in mirrors {
+        out.entry(input).or_default().push((mirror, name));
     }
     Ok(out)
 }

@@ -1,0 +1,862 @@
+//! Federation between two real instances in one process: two servers on loopback, each with its own
+//! database, broker and git server, talking ActivityPub over HTTP. Units on both sides are real MQTT
+//! clients.
+//!
+//! Instances are named `localhost:<port>` (not `127.0.0.1`): ActivityPub ids need a host name.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::TestServer;
+use common::mqtt::{MqttUnit, Seen};
+use common::units::{Device, Fixture, device};
+use reqwest::StatusCode;
+use rumqttc::QoS;
+use serde_json::{Value, json};
+
+/// Long enough for a loaded machine; polls end as soon as the condition holds.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `probe` until it returns `Some`, or panics after [`DEADLINE`].
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One instance: its fixture (git server, alice and a repo_unit) and an admin token.
+struct Instance {
+    fx: Fixture,
+    admin: String,
+}
+
+impl Instance {
+    async fn start() -> Self {
+        let fx = Fixture::with_config(
+            |_| {},
+            |c| c.public_url = c.public_url.replace("127.0.0.1", "localhost"),
+        )
+        .await;
+        let (_, admin) = fx.server.admin("root").await;
+        let instance = Self { fx, admin };
+        instance.set_federation(true).await;
+        instance
+    }
+
+    fn server(&self) -> &TestServer {
+        &self.fx.server
+    }
+
+    /// `localhost:<port>`.
+    fn domain(&self) -> String {
+        self.server().base.replace("http://127.0.0.1", "localhost")
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.domain())
+    }
+
+    async fn set_federation(&self, on: bool) {
+        let (_, body) = self
+            .gql_admin(
+                "mutation($on: Boolean!) { updateInstanceSettings(input: { federationEnabled: $on }) { federationEnabled } }",
+                json!({ "on": on }),
+            )
+            .await;
+        assert!(body["errors"].is_null(), "{body}");
+    }
+
+    async fn gql_admin(&self, query: &str, variables: Value) -> (StatusCode, Value) {
+        self.server().gql(query, variables, Some(&self.admin)).await
+    }
+
+    async fn gql_user(&self, query: &str, variables: Value) -> Value {
+        self.server()
+            .gql(query, variables, Some(&self.fx.token))
+            .await
+            .1
+    }
+
+    /// The peer rows as the admin sees them: domain → status.
+    async fn peers(&self) -> Vec<(String, String)> {
+        let (_, body) = self
+            .gql_admin("{ federationPeers { domain status } }", json!({}))
+            .await;
+        assert!(body["errors"].is_null(), "{body}");
+        body["data"]["federationPeers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["domain"].as_str().unwrap().to_owned(),
+                    p["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    async fn peer_status(&self, other: &Instance) -> Option<String> {
+        self.peers()
+            .await
+            .into_iter()
+            .find(|(d, _)| *d == other.domain())
+            .map(|(_, s)| s)
+    }
+
+    async fn remote_units(&self) -> Value {
+        let body = self
+            .gql_user(
+                "{ remoteUnits { uuid address status name outputs { uuid name topic lastValue } links { uuid outputName inputUuid } } }",
+                json!({}),
+            )
+            .await;
+        assert!(body["errors"].is_null(), "{body}");
+        body["data"]["remoteUnits"].clone()
+    }
+
+    async fn followers(&self) -> Vec<Value> {
+        let (_, body) = self
+            .gql_admin("{ federationFollowers { unitUuid peerDomain } }", json!({}))
+            .await;
+        assert!(body["errors"].is_null(), "{body}");
+        body["data"]["federationFollowers"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// The topics `unit`'s schema.json lists for its input `set_fan_state/pepeunit`.
+    async fn input_topics(&self, unit: &Device) -> Vec<String> {
+        let schema = self
+            .fx
+            .device_json(
+                &format!("/units/get_current_schema/{}", unit.uuid),
+                &unit.token,
+            )
+            .await;
+        schema["input_topic"]["set_fan_state/pepeunit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A asks B to peer; B's admin sees the request and accepts; both see `accepted`.
+async fn peer(a: &Instance, b: &Instance) {
+    let (_, body) = a
+        .gql_admin(
+            "mutation($a: String!) { requestPeering(address: $a) { domain status requestedHere } }",
+            json!({ "a": b.url() }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["data"]["requestPeering"]["status"], "requested");
+    assert_eq!(body["data"]["requestPeering"]["domain"], b.domain());
+    assert_eq!(b.peer_status(a).await.as_deref(), Some("pending"));
+    let (_, body) = b
+        .gql_admin(
+            "mutation($d: String!) { acceptPeering(domain: $d) { status } }",
+            json!({ "d": a.domain() }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    eventually("A to see the peering accepted", || async {
+        (a.peer_status(b).await.as_deref() == Some("accepted")).then_some(())
+    })
+    .await;
+}
+
+/// Links B's unit's output `current_temp/pepeunit` into A's unit's input; waits until A's unit's
+/// schema lists the mirror's topic, and returns the link's uuid and that topic.
+async fn link(a: &Instance, b: &Instance, from: &Device, into: &Device) -> (String, String) {
+    let before = a.input_topics(into).await;
+    let body = a
+        .gql_user(
+            "mutation($u: String!, $o: String!, $i: ID!) { linkRemoteOutput(unit: $u, output: $o, inputUuid: $i) { uuid } }",
+            json!({
+                "u": format!("{}@{}", from.uuid, b.domain()),
+                "o": "current_temp/pepeunit",
+                "i": into.node("set_fan_state/pepeunit"),
+            }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let link = body["data"]["linkRemoteOutput"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let topic = eventually("the mirror topic in the input's schema.json", || async {
+        let after = a.input_topics(into).await;
+        after.into_iter().find(|t| !before.contains(t))
+    })
+    .await;
+    (link, topic)
+}
+
+/// Waits for a message on `topic` with `payload`; other messages (commands) are skipped.
+async fn receives(unit: &mut MqttUnit, topic: &str, payload: &str) {
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{payload} never arrived on {topic}"
+        );
+        match unit.next(Duration::from_secs(1)).await {
+            Some(Seen::Message {
+                topic: t,
+                payload: p,
+                ..
+            }) if t == topic && p == payload => return,
+            Some(Seen::Closed(why)) => panic!("connection closed: {why}"),
+            _ => {}
+        }
+    }
+}
+
+/// Nothing arrives on `topic` (other topics, such as schema_update commands, may).
+async fn nothing_on(unit: &mut MqttUnit, topic: &str) {
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        if let Some(Seen::Message {
+            topic: t, payload, ..
+        }) = unit.next(Duration::from_millis(100)).await
+        {
+            assert_ne!(t, topic, "{payload} still arrived on {topic}");
+        }
+    }
+}
+
+/// `LOCALHOST.:<port>`: the instance's domain in upper case with a trailing dot.
+fn odd_spelling(instance: &Instance) -> String {
+    let domain = instance.domain();
+    let (host, port) = domain.split_once(':').unwrap();
+    format!("{}.:{port}", host.to_uppercase())
+}
+
+/// Encrypts as pepeunit-client 1.3.0's `AesGcmCipher` does: `base64(nonce).base64(ciphertext+tag)`.
+fn sync_encrypt(plaintext: &str) -> (Vec<u8>, String) {
+    use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let key = aes_gcm::Aes256Gcm::generate_key(OsRng);
+    let cipher = aes_gcm::Aes256Gcm::new(&key);
+    let nonce = aes_gcm::Aes256Gcm::generate_nonce(&mut OsRng);
+    let sealed = cipher.encrypt(&nonce, plaintext.as_bytes()).unwrap();
+    (
+        key.to_vec(),
+        format!("{}.{}", STANDARD.encode(nonce), STANDARD.encode(sealed)),
+    )
+}
+
+fn sync_decrypt(key: &[u8], sealed: &str) -> String {
+    use aes_gcm::aead::{Aead, KeyInit};
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let (nonce, body) = sealed.split_once('.').unwrap();
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(key).unwrap();
+    let nonce = STANDARD.decode(nonce).unwrap();
+    let plain = cipher
+        .decrypt(
+            aes_gcm::Nonce::from_slice(&nonce),
+            STANDARD.decode(body).unwrap().as_slice(),
+        )
+        .unwrap();
+    String::from_utf8(plain).unwrap()
+}
+
+/// Whether `text` is anywhere in the instance's database: every byte of SQLite's files, or every table a
+/// value can land in on PostgreSQL.
+async fn database_holds(instance: &Instance, text: &str) -> bool {
+    use sea_orm::{ConnectionTrait, Statement};
+    let server = instance.server();
+    if !server.db.is_postgres() {
+        return std::fs::read_dir(server.db.data_dir())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pepeunit.db"))
+            .any(|e| {
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                bytes.windows(text.len()).any(|w| w == text.as_bytes())
+            });
+    }
+    let db = server.services.db();
+    for (table, column) in [
+        ("federation_remote_outputs", "last_value"),
+        ("unit_nodes", "last_value"),
+        ("unit_node_values", "value"),
+        ("unit_logs", "text"),
+    ] {
+        let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} LIKE $1");
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                db.get_database_backend(),
+                sql,
+                [format!("%{text}%").into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        if row.try_get::<i64>("", "n").unwrap() > 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// A unit on B publishing, connected; units on A subscribed to the mirror topic.
+struct Flow {
+    sensor: Device,
+    sensor_mqtt: MqttUnit,
+    output_topic: String,
+}
+
+async fn sensor(b: &Instance, name: &str) -> Flow {
+    let sensor = device(&b.fx, name).await;
+    let sensor_mqtt = sensor.connect(&b.fx).await;
+    let output_topic = sensor.topic("current_temp/pepeunit");
+    Flow {
+        sensor,
+        sensor_mqtt,
+        output_topic,
+    }
+}
+
+impl Flow {
+    async fn publish(&self, value: &str) {
+        self.sensor_mqtt
+            .publish(&self.output_topic, value, QoS::AtLeastOnce)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_unit_on_one_instance_takes_values_from_a_unit_on_another_by_uuid() {
+    let a = Instance::start().await;
+    let b = Instance::start().await;
+    peer(&a, &b).await;
+    let flow = sensor(&b, "greenhouse").await;
+    let display = device(&a.fx, "display").await;
+    let control = device(&a.fx, "control").await;
+    let (display_link, topic) = link(&a, &b, &flow.sensor, &display).await;
+    let (_, control_topic) = link(&a, &b, &flow.sensor, &control).await;
+    assert_eq!(topic, control_topic, "one mirror per remote output");
+    assert!(topic.starts_with(&format!("{}/", a.domain())), "{topic}");
+
+    // B's admin sees who follows the unit; A sees the remote unit with its outputs.
+    let followers = b.followers().await;
+    assert_eq!(followers.len(), 1, "{followers:?}");
+    assert_eq!(followers[0]["unitUuid"], flow.sensor.uuid.as_str());
+    assert_eq!(followers[0]["peerDomain"], a.domain());
+    let remote = a.remote_units().await;
+    assert_eq!(remote[0]["status"], "accepted");
+    assert_eq!(remote[0]["name"], "greenhouse");
+    assert_eq!(remote[0]["outputs"][0]["name"], "current_temp/pepeunit");
+
+    let schema_update = format!(
+        "{}/input_base_topic/{}/schema_update/pepeunit",
+        a.domain(),
+        display.uuid
+    );
+    let mut display_mqtt = display.connect(&a.fx).await;
+    display_mqtt.subscribe(&topic).await;
+    display_mqtt.subscribe(&schema_update).await;
+    let mut control_mqtt = control.connect(&a.fx).await;
+    control_mqtt.subscribe(&topic).await;
+    // Values flow once the subscriptions are in place and B's outbox knows the follower: publish until
+    // one arrives (each attempt waits for it; nothing here is timed).
+    let started = Instant::now();
+    let mut n = 0;
+    'warm: loop {
+        assert!(started.elapsed() < DEADLINE, "no value from B arrived on A");
+        n += 1;
+        flow.publish(&format!("warmup-{n}")).await;
+        while let Some(seen) = display_mqtt.next(Duration::from_millis(500)).await {
+            if matches!(&seen, Seen::Message { topic: t, .. } if *t == topic) {
+                break 'warm;
+            }
+        }
+    }
+    for value in ["21.5", "21.6", "21.7"] {
+        flow.publish(value).await;
+    }
+    for value in ["21.5", "21.6", "21.7"] {
+        receives(&mut display_mqtt, &topic, value).await;
+        receives(&mut control_mqtt, &topic, value).await;
+    }
+    let remote = a.remote_units().await;
+    assert_eq!(remote[0]["outputs"][0]["lastValue"], "21.7");
+
+    // A value encrypted end to end with the units' SYNC_ENCRYPT_KEY (pepeunit-client's AesGcmCipher
+    // format) crosses as opaque text: it decrypts at the receiving unit, and A never holds the plaintext.
+    let plaintext = "greenhouse-secret-reading-42";
+    let (key, sealed) = sync_encrypt(plaintext);
+    flow.publish(&sealed).await;
+    receives(&mut display_mqtt, &topic, &sealed).await;
+    assert_eq!(sync_decrypt(&key, &sealed), plaintext);
+    assert!(
+        !database_holds(&a, plaintext).await,
+        "the consuming instance stored the plaintext"
+    );
+
+    // Unlink: the display's schema no longer lists the topic and nothing reaches it there; the control,
+    // still linked, keeps receiving.
+    let body = a
+        .gql_user(
+            "mutation($u: ID!) { unlinkRemoteOutput(uuid: $u) }",
+            json!({ "u": display_link }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    eventually("the display's schema without the mirror", || async {
+        (!a.input_topics(&display).await.contains(&topic)).then_some(())
+    })
+    .await;
+    receives(
+        &mut display_mqtt,
+        &schema_update,
+        r#"{"COMMAND":"SchemaUpdate"}"#,
+    )
+    .await;
+    flow.publish("22.0").await;
+    receives(&mut control_mqtt, &topic, "22.0").await;
+    nothing_on(&mut display_mqtt, &topic).await;
+}
+
+#[tokio::test]
+async fn hiding_or_deleting_the_remote_unit_removes_its_mirror_and_links() {
+    let a = Instance::start().await;
+    let b = Instance::start().await;
+    peer(&a, &b).await;
+    let flow = sensor(&b, "greenhouse").await;
+    let display = device(&a.fx, "display").await;
+    let (_, topic) = link(&a, &b, &flow.sensor, &display).await;
+
+    // Made internal on B: A's mirror goes, the link with it.
+    let body = b
+        .fx
+        .server
+        .gql(
+            "mutation($u: ID!) { updateUnit(uuid: $u, input: { visibility: INTERNAL }) { visibility } }",
+            json!({ "u": flow.sensor.uuid }),
+            Some(&b.fx.token),
+        )
+        .await
+        .1;
+    assert!(body["errors"].is_null(), "{body}");
+    eventually("A to see the remote unit gone", || async {
+        let remote = a.remote_units().await;
+        (remote[0]["status"] == "gone" && remote[0]["links"].as_array().unwrap().is_empty())
+            .then_some(())
+    })
+    .await;
+    eventually("the display's schema without the mirror", || async {
+        (!a.input_topics(&display).await.contains(&topic)).then_some(())
+    })
+    .await;
+    assert!(b.followers().await.is_empty());
+
+    // Federated again, linked again; then deleted on B.
+    let body = b
+        .fx
+        .server
+        .gql(
+            "mutation($u: ID!) { updateUnit(uuid: $u, input: { visibility: FEDERATED }) { visibility } }",
+            json!({ "u": flow.sensor.uuid }),
+            Some(&b.fx.token),
+        )
+        .await
+        .1;
+    assert!(body["errors"].is_null(), "{body}");
+    let (_, topic) = link(&a, &b, &flow.sensor, &display).await;
+    let body =
+        b.fx.server
+            .gql(
+                "mutation($u: ID!) { deleteUnit(uuid: $u) }",
+                json!({ "u": flow.sensor.uuid }),
+                Some(&b.fx.token),
+            )
+            .await
+            .1;
+    assert!(body["errors"].is_null(), "{body}");
+    eventually("A to see the deleted unit gone", || async {
+        (a.remote_units().await[0]["status"] == "gone").then_some(())
+    })
+    .await;
+    eventually("the display's schema without the mirror", || async {
+        (!a.input_topics(&display).await.contains(&topic)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ending_the_peering_or_blocking_stops_the_flow_on_both_sides() {
+    let a = Instance::start().await;
+    let b = Instance::start().await;
+    peer(&a, &b).await;
+    let flow = sensor(&b, "greenhouse").await;
+    let display = device(&a.fx, "display").await;
+    let (_, topic) = link(&a, &b, &flow.sensor, &display).await;
+
+    // B ends the peering: A forgets the peer, its remote units and links.
+    let (_, body) = b
+        .gql_admin(
+            "mutation($d: String!) { endPeering(domain: $d) }",
+            json!({ "d": a.domain() }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(b.followers().await.is_empty());
+    eventually("A to forget B", || async {
+        a.peer_status(&b).await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(a.remote_units().await, json!([]));
+    eventually("the display's schema without the mirror", || async {
+        (!a.input_topics(&display).await.contains(&topic)).then_some(())
+    })
+    .await;
+
+    // Peered and linked again, then B blocks A (spelled oddly): A is told, and may not ask again.
+    peer(&a, &b).await;
+    link(&a, &b, &flow.sensor, &display).await;
+    let odd = format!("HTTP://{}/", odd_spelling(&a));
+    let (_, body) = b
+        .gql_admin(
+            "mutation($a: String!) { blockInstance(address: $a) { domain status } }",
+            json!({ "a": odd }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["data"]["blockInstance"]["domain"], a.domain());
+    assert_eq!(body["data"]["blockInstance"]["status"], "blocked");
+    assert!(b.followers().await.is_empty());
+    eventually("A to forget B after the block", || async {
+        a.peer_status(&b).await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(a.remote_units().await, json!([]));
+    let (_, body) = a
+        .gql_admin(
+            "mutation($a: String!) { requestPeering(address: $a) { status } }",
+            json!({ "a": b.url() }),
+        )
+        .await;
+    assert_eq!(common::code(&body), "FORBIDDEN", "{body}");
+    assert_eq!(
+        b.peers().await,
+        vec![(a.domain(), "blocked".to_owned())],
+        "nothing stored from a blocked instance"
+    );
+}
+
+#[tokio::test]
+async fn federation_off_answers_404_on_every_federation_route() {
+    let a = Instance::start().await;
+    let client = reqwest::Client::new();
+    let actor = client
+        .get(a.server().url("/federation/actor"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(actor.status(), StatusCode::OK);
+    let json: Value = actor.json().await.unwrap();
+    assert_eq!(json["type"], "Application");
+    assert_eq!(json["id"], format!("{}/federation/actor", a.url()));
+    assert!(
+        json["publicKey"]["publicKeyPem"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+
+    a.set_federation(false).await;
+    for (method, path) in [("GET", "/federation/actor"), ("POST", "/federation/inbox")] {
+        let response = client
+            .request(method.parse().unwrap(), a.server().url(path))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+    }
+    let (_, body) = a
+        .gql_admin(
+            "mutation($a: String!) { requestPeering(address: $a) { status } }",
+            json!({ "a": "http://localhost:9" }),
+        )
+        .await;
+    assert_eq!(common::code(&body), "CONFLICT", "{body}");
+}
+
+/// The key pair is made once, sealed with the master key, and the same after a restart.
+#[tokio::test]
+async fn the_instance_key_is_sealed_and_kept() {
+    use pepeunit_backend::entities::federation_keys;
+    use sea_orm::EntityTrait;
+    let a = Instance::start().await;
+    let first: Value = reqwest::get(a.server().url("/federation/actor"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = federation_keys::Entity::find_by_id(federation_keys::SINGLETON_ID)
+        .one(a.server().services.db())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!row.private_key_sealed.contains("PRIVATE KEY"));
+    let opened = a
+        .server()
+        .services
+        .master_key()
+        .decrypt(&row.private_key_sealed)
+        .unwrap();
+    assert!(String::from_utf8(opened).unwrap().contains("PRIVATE KEY"));
+    assert_eq!(
+        first["publicKey"]["publicKeyPem"].as_str().unwrap(),
+        row.public_key_pem
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Security: every refusal with its status, and nothing stored.
+
+/// What B stores from others: peers, followers of its units.
+async fn stored(b: &Instance) -> (Vec<(String, String)>, usize) {
+    (b.peers().await, b.followers().await.len())
+}
+
+/// A request to `to`'s inbox signed with `from`'s instance key, dated `date`.
+async fn signed(
+    from: &Instance,
+    to: &Instance,
+    body: &Value,
+    date: SystemTime,
+) -> reqwest::Request {
+    let data = from.server().services.federation().data().await.unwrap();
+    let inbox = format!("{}/federation/inbox", to.url()).parse().unwrap();
+    pepeunit_federation::send::signed_request(
+        &data,
+        &inbox,
+        serde_json::to_vec(body).unwrap(),
+        date,
+    )
+    .await
+    .unwrap()
+}
+
+async fn send(request: reqwest::Request) -> StatusCode {
+    reqwest::Client::new()
+        .execute(request)
+        .await
+        .unwrap()
+        .status()
+}
+
+fn activity_id(from: &Instance) -> String {
+    format!(
+        "{}/federation/activities/{}",
+        from.url(),
+        uuid::Uuid::new_v4()
+    )
+}
+
+/// A Follow of `unit` on `to` by `from`'s actor.
+fn follow_unit(from: &Instance, to: &Instance, unit: &str) -> Value {
+    json!({
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": activity_id(from),
+        "type": "Follow",
+        "actor": format!("{}/federation/actor", from.url()),
+        "object": format!("{}/federation/units/{unit}", to.url()),
+    })
+}
+
+#[tokio::test]
+async fn forged_stale_replayed_and_unwanted_activities_are_refused_and_nothing_is_stored() {
+    let a = Instance::start().await;
+    let b = Instance::start().await;
+    let c = Instance::start().await;
+    peer(&a, &b).await;
+    let shared = device(&b.fx, "shared").await;
+    let hidden =
+        b.fx.create_unit(
+            &b.fx.token,
+            json!({ "name": "hidden", "visibility": "INTERNAL" }),
+        )
+        .await;
+    let private =
+        b.fx.create_unit(
+            &b.fx.token,
+            json!({ "name": "mine", "visibility": "PRIVATE" }),
+        )
+        .await;
+    let before = stored(&b).await;
+    let inbox = format!("{}/inbox", b.server().url("/federation"));
+    let now = SystemTime::now();
+
+    // Unsigned.
+    let response = reqwest::Client::new()
+        .post(&inbox)
+        .header("content-type", "application/activity+json")
+        .json(&follow_unit(&a, &b, &shared.uuid))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "unsigned");
+
+    // Signed by another instance's key (C's) while claiming to be A.
+    let forged = signed(&c, &b, &follow_unit(&a, &b, &shared.uuid), now).await;
+    assert_eq!(
+        send(forged).await,
+        StatusCode::UNAUTHORIZED,
+        "another host's key"
+    );
+
+    // A stale and a future Date, signed properly.
+    for date in [
+        now - Duration::from_secs(3600),
+        now + Duration::from_secs(3600),
+    ] {
+        let request = signed(&a, &b, &follow_unit(&a, &b, &shared.uuid), date).await;
+        assert_eq!(
+            send(request).await,
+            StatusCode::UNAUTHORIZED,
+            "date {date:?}"
+        );
+    }
+
+    // The body changed after signing.
+    let mut changed = signed(&a, &b, &follow_unit(&a, &b, &shared.uuid), now).await;
+    let other = serde_json::to_vec(&follow_unit(&a, &b, hidden["uuid"].as_str().unwrap())).unwrap();
+    *changed.body_mut() = Some(other.into());
+    assert_eq!(
+        send(changed).await,
+        StatusCode::UNAUTHORIZED,
+        "digest mismatch"
+    );
+
+    // From an instance that is not a peer (properly signed by C, as C).
+    let request = signed(&c, &b, &follow_unit(&c, &b, &shared.uuid), now).await;
+    assert_eq!(send(request).await, StatusCode::FORBIDDEN, "not a peer");
+
+    // Follows of internal and private units: not found, as if they did not exist.
+    for unit in [&hidden, &private] {
+        let uuid = unit["uuid"].as_str().unwrap();
+        let request = signed(&a, &b, &follow_unit(&a, &b, uuid), now).await;
+        assert_eq!(
+            send(request).await,
+            StatusCode::NOT_FOUND,
+            "follow of {uuid}"
+        );
+    }
+
+    // Larger than the inbox takes.
+    let huge = json!({ "id": activity_id(&a), "padding": "x".repeat(2 * 1024 * 1024) });
+    let request = signed(&a, &b, &huge, now).await;
+    assert_eq!(
+        send(request).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "oversized"
+    );
+
+    assert_eq!(
+        stored(&b).await,
+        before,
+        "nothing stored by refused activities"
+    );
+
+    // A replay: the same signed request twice; the second is refused and changes nothing.
+    let valid = follow_unit(&a, &b, &shared.uuid);
+    let first = signed(&a, &b, &valid, now).await;
+    let again = first.try_clone().unwrap();
+    assert_eq!(send(first).await, StatusCode::ACCEPTED, "the original");
+    let after_first = stored(&b).await;
+    assert_eq!(after_first.1, 1, "the valid follow is stored");
+    assert_eq!(send(again).await, StatusCode::CONFLICT, "the replay");
+    assert_eq!(stored(&b).await, after_first);
+
+    // Blocked in any spelling: C's requests to peer are refused.
+    let spelled = odd_spelling(&c);
+    let (_, body) = b
+        .gql_admin(
+            "mutation($a: String!) { blockInstance(address: $a) { domain } }",
+            json!({ "a": spelled }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["data"]["blockInstance"]["domain"], c.domain());
+    let ask = json!({
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": activity_id(&c),
+        "type": "Follow",
+        "actor": format!("{}/federation/actor", c.url()),
+        "object": format!("{}/federation/actor", b.url()),
+    });
+    let blocked_before = stored(&b).await;
+    let request = signed(&c, &b, &ask, now).await;
+    assert_eq!(send(request).await, StatusCode::FORBIDDEN, "blocked");
+    assert_eq!(stored(&b).await, blocked_before);
+}
+
+#[tokio::test]
+async fn an_unknown_instance_may_only_ask_to_peer_and_waits_for_an_admin() {
+    let a = Instance::start().await;
+    let b = Instance::start().await;
+    let (_, body) = a
+        .gql_admin(
+            "mutation($a: String!) { requestPeering(address: $a) { status } }",
+            json!({ "a": b.url() }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(b.peer_status(&a).await.as_deref(), Some("pending"));
+    // Rejected: A sees it, B keeps nothing.
+    let (_, body) = b
+        .gql_admin(
+            "mutation($d: String!) { rejectPeering(domain: $d) }",
+            json!({ "d": a.domain() }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(b.peers().await.is_empty());
+    eventually("A to see the refusal", || async {
+        (a.peer_status(&b).await.as_deref() == Some("rejected")).then_some(())
+    })
+    .await;
+    // A user cannot link a unit of an instance that is not a peer.
+    let display = device(&a.fx, "display").await;
+    let body = a
+        .gql_user(
+            "mutation($u: String!, $i: ID!) { linkRemoteOutput(unit: $u, output: \"current_temp/pepeunit\", inputUuid: $i) { uuid } }",
+            json!({ "u": format!("{}@{}", uuid::Uuid::new_v4(), b.domain()), "i": display.node("set_fan_state/pepeunit") }),
+        )
+        .await;
+    assert_eq!(common::code(&body), "VALIDATION", "{body}");
+    // Only admins manage peers.
+    let (_, body) = a
+        .server()
+        .gql(
+            "{ federationPeers { domain } }",
+            json!({}),
+            Some(&a.fx.token),
+        )
+        .await;
+    assert_eq!(common::code(&body), "FORBIDDEN", "{body}");
+}

@@ -1,0 +1,427 @@
+//! Values on their way to the instances that follow their units.
+//!
+//! The server's ingestion hands each committed value of an output to [`Tap::offer`], which costs a set
+//! look-up when no peer follows it and a `try_send` on a bounded channel when one does: ingestion never
+//! waits for federation. When that channel is full, the output is only marked, and its newest value is
+//! read back from the host at the next flush, so the newest value of every output still goes out.
+//!
+//! [`run`] keeps one queue per peer and sends it as one signed `Values` activity per flush (every
+//! `flush_interval`, or at once when `max_batch` samples wait), one request in flight per peer, so a
+//! peer receives each output's samples in order. A failed send is retried with a doubling backoff (up to
+//! `max_backoff`); while a peer is down its queue keeps at most `max_pending_per_peer` samples, first by
+//! keeping only the newest sample of each output, then by dropping the oldest. A peer that refuses (4xx)
+//! gets the batch dropped, not retried.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use uuid::Uuid;
+
+use crate::wire::{Sample, Values, ValuesType};
+use crate::{Domain, Error, Federation, HostError, PeerStatus};
+
+/// The outbox's bounds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub flush_interval: Duration,
+    pub max_batch: usize,
+    pub max_pending_per_peer: usize,
+    pub max_backoff: Duration,
+    /// Values waiting between ingestion and the outbox.
+    pub channel: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_millis(100),
+            max_batch: 1000,
+            max_pending_per_peer: 10_000,
+            max_backoff: Duration::from_secs(60),
+            channel: 8192,
+        }
+    }
+}
+
+/// A committed value of an output that peers follow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Offer {
+    pub unit: Uuid,
+    pub output: Uuid,
+    pub value: String,
+    pub time: DateTime<Utc>,
+}
+
+/// Where ingestion hands values to federation.
+pub struct Tap {
+    /// Whether any output is followed at all: the common case costs one atomic load.
+    any: AtomicBool,
+    exported: RwLock<HashSet<Uuid>>,
+    sender: mpsc::Sender<Offer>,
+    /// Outputs whose values did not fit the channel: (unit, output).
+    overflow: Mutex<HashSet<(Uuid, Uuid)>>,
+}
+
+impl Tap {
+    /// A tap and the receiver [`run`] reads.
+    pub fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<Offer>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        (
+            Arc::new(Self {
+                any: AtomicBool::new(false),
+                exported: RwLock::default(),
+                sender,
+                overflow: Mutex::default(),
+            }),
+            receiver,
+        )
+    }
+
+    /// Offers a committed value; never waits.
+    pub fn offer(&self, unit: Uuid, output: Uuid, payload: &[u8], time: DateTime<Utc>) {
+        if !self.any.load(Ordering::Relaxed) {
+            return;
+        }
+        if !self
+            .exported
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&output)
+        {
+            return;
+        }
+        let offer = Offer {
+            unit,
+            output,
+            value: String::from_utf8_lossy(payload).into_owned(),
+            time,
+        };
+        if let Err(TrySendError::Full(offer)) = self.sender.try_send(offer) {
+            self.overflow
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((offer.unit, offer.output));
+        }
+    }
+
+    fn set_exported(&self, outputs: HashSet<Uuid>) {
+        self.any.store(!outputs.is_empty(), Ordering::Relaxed);
+        *self.exported.write().unwrap_or_else(|e| e.into_inner()) = outputs;
+    }
+
+    fn take_overflow(&self) -> Vec<(Uuid, Uuid)> {
+        self.overflow
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect()
+    }
+}
+
+/// What the outbox asks of the host beyond [`crate::Host`].
+#[async_trait::async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// Every followed output and the peers that follow its unit.
+    async fn followers(&self) -> Result<Vec<(Uuid, Domain)>, HostError>;
+    /// The newest stored value of each of `outputs` (unit, output), for values that overflowed.
+    async fn latest(&self, outputs: Vec<(Uuid, Uuid)>) -> Result<Vec<Offer>, HostError>;
+}
+
+#[derive(Default)]
+struct PeerQueue {
+    pending: VecDeque<Sample>,
+    sending: bool,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// How one send ended.
+enum Sent {
+    Delivered,
+    /// Not delivered; worth retrying.
+    Retry(Vec<Sample>),
+    /// Refused or no longer a peer: dropped.
+    Dropped,
+}
+
+struct Outbox {
+    federation: Federation,
+    source: Arc<dyn Source>,
+    tap: Arc<Tap>,
+    limits: Limits,
+    routes: HashMap<Uuid, Vec<Domain>>,
+    queues: HashMap<Domain, PeerQueue>,
+    sequences: HashMap<Uuid, u64>,
+    done: mpsc::UnboundedSender<(Domain, Sent)>,
+}
+
+/// Sends followed values to peers until the channel closes.
+pub async fn run(
+    federation: Federation,
+    source: Arc<dyn Source>,
+    tap: Arc<Tap>,
+    mut offers: mpsc::Receiver<Offer>,
+) {
+    let (done, mut finished) = mpsc::unbounded_channel();
+    let limits = federation.settings().outbox.clone();
+    let changed = federation.context.followers_changed.clone();
+    let mut outbox = Outbox {
+        federation,
+        source,
+        tap,
+        limits,
+        routes: HashMap::new(),
+        queues: HashMap::new(),
+        sequences: HashMap::new(),
+        done,
+    };
+    outbox.refresh().await;
+    let mut tick = tokio::time::interval(outbox.limits.flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            offer = offers.recv() => {
+                let Some(offer) = offer else { return };
+                outbox.enqueue(offer);
+            }
+            _ = tick.tick() => {
+                outbox.recover_overflow().await;
+                outbox.flush();
+            }
+            () = changed.notified() => outbox.refresh().await,
+            Some((peer, sent)) = finished.recv() => outbox.finished(peer, sent),
+        }
+    }
+}
+
+impl Outbox {
+    async fn refresh(&mut self) {
+        let followers = match self.source.followers().await {
+            Ok(followers) => followers,
+            Err(error) => {
+                tracing::warn!(%error, "reading federation followers failed");
+                return;
+            }
+        };
+        let mut routes: HashMap<Uuid, Vec<Domain>> = HashMap::new();
+        for (output, peer) in followers {
+            routes.entry(output).or_default().push(peer);
+        }
+        let peers: HashSet<&Domain> = routes.values().flatten().collect();
+        self.queues.retain(|peer, _| peers.contains(peer));
+        self.sequences
+            .retain(|output, _| routes.contains_key(output));
+        self.tap.set_exported(routes.keys().copied().collect());
+        self.routes = routes;
+    }
+
+    fn enqueue(&mut self, offer: Offer) {
+        let Some(peers) = self.routes.get(&offer.output) else {
+            return;
+        };
+        let micros = u64::try_from(offer.time.timestamp_micros()).unwrap_or(0);
+        let last = self.sequences.entry(offer.output).or_insert(0);
+        // Time-based, so sequences keep growing across restarts of this instance; `+1` keeps them
+        // strictly increasing when two values share a microsecond or the clock steps back.
+        *last = micros.max(last.saturating_add(1));
+        let sample = Sample {
+            unit: offer.unit,
+            output: offer.output,
+            value: offer.value,
+            time: offer.time,
+            sequence: *last,
+        };
+        let mut full = Vec::new();
+        for peer in peers {
+            let queue = self.queues.entry(peer.clone()).or_default();
+            queue.pending.push_back(sample.clone());
+            bound(&mut queue.pending, self.limits.max_pending_per_peer);
+            if queue.pending.len() >= self.limits.max_batch {
+                full.push(peer.clone());
+            }
+        }
+        for peer in full {
+            self.flush_peer(&peer);
+        }
+    }
+
+    async fn recover_overflow(&mut self) {
+        let overflowed = self.tap.take_overflow();
+        if overflowed.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            outputs = overflowed.len(),
+            "federation fell behind ingestion; sending the newest value of each output"
+        );
+        match self.source.latest(overflowed).await {
+            Ok(offers) => {
+                for offer in offers {
+                    self.enqueue(offer);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reading the newest values failed"),
+        }
+    }
+
+    fn flush(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Domain> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| {
+                !q.pending.is_empty() && !q.sending && q.retry_at.is_none_or(|at| at <= now)
+            })
+            .map(|(peer, _)| peer.clone())
+            .collect();
+        for peer in due {
+            self.flush_peer(&peer);
+        }
+    }
+
+    fn flush_peer(&mut self, peer: &Domain) {
+        let Some(queue) = self.queues.get_mut(peer) else {
+            return;
+        };
+        if queue.sending || queue.retry_at.is_some_and(|at| at > Instant::now()) {
+            return;
+        }
+        let take = queue.pending.len().min(self.limits.max_batch);
+        if take == 0 {
+            return;
+        }
+        let samples: Vec<Sample> = queue.pending.drain(..take).collect();
+        queue.sending = true;
+        let federation = self.federation.clone();
+        let done = self.done.clone();
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let sent = send(&federation, &peer, samples).await;
+            let _ = done.send((peer, sent));
+        });
+    }
+
+    fn finished(&mut self, peer: Domain, sent: Sent) {
+        let Some(queue) = self.queues.get_mut(&peer) else {
+            return;
+        };
+        queue.sending = false;
+        match sent {
+            Sent::Delivered | Sent::Dropped => {
+                queue.backoff = Duration::ZERO;
+                queue.retry_at = None;
+            }
+            Sent::Retry(samples) => {
+                for sample in samples.into_iter().rev() {
+                    queue.pending.push_front(sample);
+                }
+                bound(&mut queue.pending, self.limits.max_pending_per_peer);
+                queue.backoff = (queue.backoff * 2)
+                    .max(Duration::from_secs(1))
+                    .min(self.limits.max_backoff);
+                queue.retry_at = Some(Instant::now() + queue.backoff);
+            }
+        }
+    }
+}
+
+/// Keeps `pending` within `max`: first only the newest sample of each output, then the newest `max`.
+fn bound(pending: &mut VecDeque<Sample>, max: usize) {
+    if pending.len() <= max {
+        return;
+    }
+    let mut seen = HashSet::new();
+    let mut kept: VecDeque<Sample> = pending
+        .drain(..)
+        .rev()
+        .filter(|s| seen.insert(s.output))
+        .collect();
+    kept.make_contiguous().reverse();
+    while kept.len() > max {
+        kept.pop_front();
+    }
+    *pending = kept;
+}
+
+async fn send(federation: &Federation, peer: &Domain, samples: Vec<Sample>) -> Sent {
+    let target = match federation.host().peer(peer).await {
+        Ok(Some(target)) if target.status == PeerStatus::Accepted => target,
+        Ok(_) => return Sent::Dropped,
+        Err(error) => {
+            tracing::warn!(%peer, %error, "reading a peer failed");
+            return Sent::Retry(samples);
+        }
+    };
+    let activity = Values {
+        id: federation.urls().activity(),
+        kind: ValuesType::Values,
+        actor: federation.urls().actor.clone(),
+        samples,
+    };
+    match federation.send(&target.inbox, &activity).await {
+        Ok(()) => Sent::Delivered,
+        Err(Error::Delivery(_, status))
+            if (400..500).contains(&status) && status != 408 && status != 429 =>
+        {
+            tracing::warn!(%peer, status, "a peer refused values; dropped");
+            Sent::Dropped
+        }
+        Err(error) => {
+            tracing::debug!(%peer, %error, "sending values failed; will retry");
+            Sent::Retry(activity.samples)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(output: u128, sequence: u64) -> Sample {
+        Sample {
+            unit: Uuid::nil(),
+            output: Uuid::from_u128(output),
+            value: sequence.to_string(),
+            time: Utc::now(),
+            sequence,
+        }
+    }
+
+    #[test]
+    fn a_lagging_queue_keeps_the_newest_of_each_output_in_order() {
+        let mut pending: VecDeque<Sample> =
+            (1..=10).map(|i| sample(u128::from(i % 2), i)).collect();
+        bound(&mut pending, 4);
+        let left: Vec<u64> = pending.iter().map(|s| s.sequence).collect();
+        assert_eq!(left, vec![9, 10]);
+    }
+
+    #[test]
+    fn a_queue_never_exceeds_its_bound() {
+        let mut pending: VecDeque<Sample> = (1..=100).map(|i| sample(u128::from(i), i)).collect();
+        bound(&mut pending, 10);
+        assert_eq!(pending.len(), 10);
+        assert_eq!(pending.back().map(|s| s.sequence), Some(100));
+        assert_eq!(pending.front().map(|s| s.sequence), Some(91));
+    }
+
+    #[tokio::test]
+    async fn the_tap_ignores_unfollowed_outputs_and_marks_overflow() {
+        let (tap, mut receiver) = Tap::new(1);
+        let followed = Uuid::from_u128(1);
+        tap.offer(Uuid::nil(), followed, b"x", Utc::now());
+        assert!(receiver.try_recv().is_err(), "nothing is followed yet");
+        tap.set_exported([followed].into_iter().collect());
+        tap.offer(Uuid::nil(), Uuid::from_u128(2), b"x", Utc::now());
+        assert!(receiver.try_recv().is_err(), "not followed");
+        tap.offer(Uuid::nil(), followed, b"1", Utc::now());
+        tap.offer(Uuid::nil(), followed, b"2", Utc::now());
+        assert_eq!(receiver.try_recv().unwrap().value, "1");
+        assert_eq!(tap.take_overflow(), vec![(Uuid::nil(), followed)]);
+    }
+}

@@ -620,8 +620,29 @@ fn as_older_version(from: &Path, to: &Path, migration: &str) {
         entry.read_to_end(&mut data).unwrap();
         members.push((name, entry.header().clone(), data));
     }
-    let later = ["database/rollouts.jsonl", "database/update_attempts.jsonl"];
-    members.retain(|(name, _, _)| !later.contains(&name.as_str()));
+    // The tables the first two migrations create, as that version's backup held them (it left the then
+    // unused `federation_peers` out).
+    let at_second = [
+        "users",
+        "instance_settings",
+        "repo_units",
+        "units",
+        "unit_nodes",
+        "unit_node_edges",
+        "permissions",
+        "unit_logs",
+        "unit_node_values",
+    ];
+    let later: Vec<String> = members
+        .iter()
+        .map(|(name, _, _)| name.clone())
+        .filter(|name| {
+            name.strip_prefix("database/")
+                .and_then(|file| file.strip_suffix(".jsonl"))
+                .is_some_and(|table| !at_second.contains(&table))
+        })
+        .collect();
+    members.retain(|(name, _, _)| !later.contains(name));
     for (name, _, data) in &mut members {
         if name == "database/units.jsonl" {
             let text = String::from_utf8(data.clone()).unwrap();
@@ -649,8 +670,8 @@ fn as_older_version(from: &Path, to: &Path, migration: &str) {
             manifest.migration = migration.to_owned();
             manifest
                 .tables
-                .retain(|t| t.table != "rollouts" && t.table != "update_attempts");
-            manifest.members.retain(|n, _| !later.contains(&n.as_str()));
+                .retain(|t| at_second.contains(&t.table.as_str()));
+            manifest.members.retain(|n, _| !later.contains(n));
             for (n, sum) in &sums {
                 if let Some(old) = manifest.members.get_mut(n) {
                     *old = sum.clone();

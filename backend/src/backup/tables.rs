@@ -23,7 +23,8 @@ use super::BackupError;
 use crate::entities::{
     federation_followers, federation_keys, federation_peers, federation_remote_links,
     federation_remote_outputs, federation_remote_units, instance_settings, permissions, repo_units,
-    rollouts, unit_logs, unit_node_edges, unit_node_values, unit_nodes, units, update_attempts, users,
+    rollouts, unit_logs, unit_node_edges, unit_node_values, unit_nodes, units, update_attempts,
+    users,
 };
 
 /// Rows inserted per statement: well under SQLite's and PostgreSQL's bound-parameter limits for the widest

@@ -193,14 +193,14 @@ where
         }
     };
     // A will is a publish like any other: its topic must be one the unit may publish to.
-    if let Some(will) = &connect.will {
-        if !acl.publish.contains_key(&will.topic) {
-            tracing::info!(%unit, topic = %will.topic, "mqtt connect refused: will topic not allowed");
-            let _ = write
-                .write_all(&codec::connack_refused(version, Refusal::NotAuthorized))
-                .await;
-            return;
-        }
+    if let Some(will) = &connect.will
+        && !acl.publish.contains_key(&will.topic)
+    {
+        tracing::info!(%unit, topic = %will.topic, "mqtt connect refused: will topic not allowed");
+        let _ = write
+            .write_all(&codec::connack_refused(version, Refusal::NotAuthorized))
+            .await;
+        return;
     }
     let id = broker
         .router

@@ -1066,3 +1066,32 @@ async fn a_revoked_unit_cannot_resume_its_session_and_a_removed_link_is_not_resu
     .unwrap();
     assert!(!present, "a revoked unit's session was dropped");
 }
+
+#[tokio::test]
+async fn a_full_kept_session_drops_its_oldest_messages_and_counts_them() {
+    let fx = Fixture::with_config(|_| {}, |c| c.mqtt_session_max_queued = 2).await;
+    let (sensor, fan, _) = sensor_and_fan(&fx).await;
+    let output = sensor.topic("current_temp/pepeunit");
+    let mut sensor_mqtt = sensor.connect(&fx).await;
+    let (mut fan_mqtt, _) = connect_session(&fx, &fan, false, false).await;
+    fan_mqtt.subscribe_acked(&output).await;
+    fan_mqtt.client.disconnect().await.unwrap();
+    offline(&fx, &fan.uuid).await;
+    for value in ["1", "2", "3", "4"] {
+        publish_acked(&mut sensor_mqtt, &output, value).await;
+    }
+    // The two newest wait; the two oldest were dropped and counted.
+    let (mut fan_mqtt, present) = connect_session(&fx, &fan, false, false).await;
+    assert!(present);
+    assert_eq!(delivery(&mut fan_mqtt).await.0, "3");
+    assert_eq!(delivery(&mut fan_mqtt).await.0, "4");
+    fan_mqtt.quiet().await;
+    assert_eq!(
+        metric(
+            &fx,
+            "pepeunit_limit_hits_total{limit=\"mqtt_session_queue\"}"
+        )
+        .await,
+        Some(2.0)
+    );
+}

@@ -113,6 +113,8 @@ pub struct Config {
     pub mqtt_publish_rate: u32,
     pub mqtt_publish_burst: u32,
     pub mqtt_publish_bytes_per_second: u64,
+    pub mqtt_session_expiry_max_seconds: u64,
+    pub mqtt_session_max_queued: usize,
     pub frontend_dir: PathBuf,
     /// Whether `mqtt_bind` came from the file, the environment or a flag rather than the default: only the
     /// default port may fall back to a free one when it is taken (see [`crate::app::bind_mqtt`]).
@@ -124,6 +126,7 @@ pub struct Config {
     pub bundle_max_file_bytes: u64,
     pub bundle_max_total_bytes: u64,
     pub bundle_concurrency: usize,
+    pub bundle_wait_seconds: u64,
     pub metrics_token: Option<Secret>,
     pub graphql_time_budget_ms: u64,
     pub backup_dir: Option<PathBuf>,
@@ -188,6 +191,8 @@ impl Default for Config {
             mqtt_publish_rate: 100,
             mqtt_publish_burst: 1_000,
             mqtt_publish_bytes_per_second: 1_048_576,
+            mqtt_session_expiry_max_seconds: 7_200,
+            mqtt_session_max_queued: 1_000,
             // Where this checkout's build script puts the web app (see frontend-build/).
             frontend_dir: PathBuf::from(env!("PEPEUNIT_FRONTEND_DIST")),
             mqtt_bind_explicit: false,
@@ -195,6 +200,7 @@ impl Default for Config {
             bundle_max_file_bytes: 32 * 1024 * 1024,
             bundle_max_total_bytes: 128 * 1024 * 1024,
             bundle_concurrency: 4,
+            bundle_wait_seconds: 30,
             metrics_token: None,
             graphql_time_budget_ms: 10_000,
             backup_dir: None,
@@ -482,6 +488,16 @@ pub struct ConfigArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt_publish_bytes_per_second: Option<u64>,
 
+    /// Longest a persistent MQTT session (clean_session = 0, or an MQTT 5 Session Expiry Interval) is kept after its connection ends, in seconds (0 = sessions are never kept) [default: 7200]
+    #[arg(long, env = "PEPEUNIT_MQTT_SESSION_EXPIRY_MAX_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_session_expiry_max_seconds: Option<u64>,
+
+    /// Most QoS 1 messages a kept MQTT session holds for its offline unit; past it the oldest is dropped and counted [default: 1000]
+    #[arg(long, env = "PEPEUNIT_MQTT_SESSION_MAX_QUEUED", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_session_max_queued: Option<usize>,
+
     /// Directory of the built web app served at `/` [default: where this build put it]
     #[arg(long, env = "PEPEUNIT_FRONTEND_DIR", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -497,10 +513,15 @@ pub struct ConfigArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bundle_max_total_bytes: Option<u64>,
 
-    /// Most firmware bundles built at once (downloads and update hashes); others wait up to 30 s [default: 4]
+    /// Most firmware bundles built at once (downloads and update hashes); others wait up to bundle_wait_seconds [default: 4]
     #[arg(long, env = "PEPEUNIT_BUNDLE_CONCURRENCY", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bundle_concurrency: Option<usize>,
+
+    /// Seconds a download waits for one of the bundle_concurrency builds before it is refused with 503 [default: 30]
+    #[arg(long, env = "PEPEUNIT_BUNDLE_WAIT_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle_wait_seconds: Option<u64>,
 
     /// Bearer token that opens GET /metrics to any client; without it only loopback clients not behind a proxy may read it [default: none]
     #[arg(
@@ -664,9 +685,10 @@ impl Config {
             || self.mqtt_slow_subscriber_timeout_seconds == 0
             || self.mqtt_subscriber_queue == 0
             || self.mqtt_max_inflight == 0
+            || self.mqtt_session_max_queued == 0
         {
             return Err(ConfigError(
-                "http_header_read_timeout_seconds, mqtt_slow_subscriber_timeout_seconds, mqtt_subscriber_queue and mqtt_max_inflight must be positive".into(),
+                "http_header_read_timeout_seconds, mqtt_slow_subscriber_timeout_seconds, mqtt_subscriber_queue, mqtt_max_inflight and mqtt_session_max_queued must be positive".into(),
             ));
         }
         if self.mqtt_tls_cert.is_some() != self.mqtt_tls_key.is_some() {

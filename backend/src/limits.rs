@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// How often one limit's hits are logged at most.
@@ -25,6 +26,7 @@ struct LimitLabels {
 pub struct LimitCounters {
     hits: Family<LimitLabels, Counter>,
     slow_subscribers: Counter,
+    stored_sessions: Gauge,
     /// limit → when it was last logged, and how many hits since.
     logged: Arc<Mutex<HashMap<&'static str, (Instant, u64)>>>,
 }
@@ -42,6 +44,16 @@ impl LimitCounters {
             "MQTT connections closed because their delivery queue stayed full",
             self.slow_subscribers.clone(),
         );
+        registry.register(
+            "mqtt_stored_sessions",
+            "Persistent MQTT sessions kept for units that are offline",
+            self.stored_sessions.clone(),
+        );
+    }
+
+    /// The number of persistent sessions kept for offline units.
+    pub fn stored_sessions(&self) -> &Gauge {
+        &self.stored_sessions
     }
 
     /// Counts one hit of `limit` and logs it unless it was logged within the interval.

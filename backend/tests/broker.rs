@@ -771,3 +771,327 @@ async fn clearing_the_retained_update_on_a_token_change_delivers_nothing_to_the_
         .ok();
     assert!(rest.is_empty(), "the unit received {rest:?}");
 }
+
+// ---- persistent sessions ----
+
+/// Waits (generously) until the server no longer counts `unit` as connected: its last connection has
+/// ended and, with a persistent session, that session has been kept.
+async fn offline(fx: &Fixture, unit: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = fx
+            .server
+            .gql(
+                "query($u: ID!) { unit(uuid: $u) { online } }",
+                json!({ "u": unit }),
+                Some(&fx.token),
+            )
+            .await;
+        if body["data"]["unit"]["online"] == false {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{unit} stays online: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Connects a unit's client with `clean_session` as given; returns it and CONNACK's session-present flag.
+async fn connect_session(
+    fx: &Fixture,
+    unit: &common::units::Device,
+    clean: bool,
+    manual_acks: bool,
+) -> (MqttUnit, bool) {
+    common::mqtt::connect_with(&fx.server, &unit.uuid, &unit.token, |o| {
+        o.set_clean_session(clean);
+        o.set_manual_acks(manual_acks);
+    })
+    .await
+    .unwrap()
+}
+
+/// Publishes at QoS 1 and waits for the PUBACK: the message is then stored and routed.
+async fn publish_acked(mqtt: &mut MqttUnit, topic: &str, payload: &str) {
+    mqtt.publish(topic, payload, QoS::AtLeastOnce).await;
+    loop {
+        match mqtt.next(Duration::from_secs(20)).await {
+            Some(Seen::PubAck(_)) => return,
+            Some(Seen::Message { .. }) => {}
+            other => panic!("expected a PUBACK, saw {other:?}"),
+        }
+    }
+}
+
+/// The next delivery: (payload, dup, packet id).
+async fn delivery(mqtt: &mut MqttUnit) -> (String, bool, u16) {
+    match mqtt.next(Duration::from_secs(20)).await {
+        Some(Seen::Message {
+            payload, dup, pkid, ..
+        }) => (payload, dup, pkid),
+        other => panic!("expected a message, saw {other:?}"),
+    }
+}
+
+/// A sensor linked to a fan; the fan may subscribe to the sensor's output.
+async fn sensor_and_fan(fx: &Fixture) -> (common::units::Device, common::units::Device, String) {
+    let sensor = device(fx, "Sensor").await;
+    let fan = device(fx, "Fan").await;
+    let edge = link(
+        fx,
+        &sensor.node("current_temp/pepeunit"),
+        &fan.node("set_fan_state/pepeunit"),
+    )
+    .await;
+    (sensor, fan, edge)
+}
+
+#[tokio::test]
+async fn a_persistent_session_keeps_qos1_messages_while_offline_and_redelivers_in_order() {
+    let fx = Fixture::new(|_| {}).await;
+    let (sensor, fan, _) = sensor_and_fan(&fx).await;
+    let output = sensor.topic("current_temp/pepeunit");
+    let mut sensor_mqtt = sensor.connect(&fx).await;
+
+    let (mut fan_mqtt, present) = connect_session(&fx, &fan, false, true).await;
+    assert!(!present, "no session to resume the first time");
+    fan_mqtt.subscribe_acked(&output).await;
+    publish_acked(&mut sensor_mqtt, &output, "1").await;
+    publish_acked(&mut sensor_mqtt, &output, "2").await;
+    // The fan reads both and acknowledges neither before it goes away.
+    let first = delivery(&mut fan_mqtt).await;
+    let second = delivery(&mut fan_mqtt).await;
+    assert_eq!((first.0.as_str(), first.1), ("1", false));
+    assert_eq!((second.0.as_str(), second.1), ("2", false));
+    fan_mqtt.client.disconnect().await.unwrap();
+    offline(&fx, &fan.uuid).await;
+
+    for value in ["3", "4", "5"] {
+        publish_acked(&mut sensor_mqtt, &output, value).await;
+    }
+
+    // Back without subscribing again: the session is resumed, the unacknowledged ones come again (DUP,
+    // same packet ids), then what was published while the fan was away, in order.
+    let (mut fan_mqtt, present) = connect_session(&fx, &fan, false, false).await;
+    assert!(present, "CONNACK says the session is present");
+    assert_eq!(
+        delivery(&mut fan_mqtt).await,
+        ("1".to_owned(), true, first.2)
+    );
+    assert_eq!(
+        delivery(&mut fan_mqtt).await,
+        ("2".to_owned(), true, second.2)
+    );
+    for value in ["3", "4", "5"] {
+        let (payload, dup, _) = delivery(&mut fan_mqtt).await;
+        assert_eq!((payload.as_str(), dup), (value, false));
+    }
+    // The subscription itself came back too.
+    publish_acked(&mut sensor_mqtt, &output, "6").await;
+    assert_eq!(delivery(&mut fan_mqtt).await.0, "6");
+
+    // Everything was acknowledged this time (the client acknowledges on its own): nothing is owed.
+    fan_mqtt.client.disconnect().await.unwrap();
+    offline(&fx, &fan.uuid).await;
+    let (mut fan_mqtt, present) = connect_session(&fx, &fan, false, false).await;
+    assert!(present);
+    fan_mqtt.quiet().await;
+}
+
+#[tokio::test]
+async fn a_clean_session_discards_the_kept_one() {
+    let fx = Fixture::new(|_| {}).await;
+    let (sensor, fan, _) = sensor_and_fan(&fx).await;
+    let output = sensor.topic("current_temp/pepeunit");
+    let mut sensor_mqtt = sensor.connect(&fx).await;
+    let (mut fan_mqtt, _) = connect_session(&fx, &fan, false, false).await;
+    fan_mqtt.subscribe_acked(&output).await;
+    publish_acked(&mut sensor_mqtt, &output, "1").await;
+    assert_eq!(delivery(&mut fan_mqtt).await.0, "1");
+    fan_mqtt.client.disconnect().await.unwrap();
+    offline(&fx, &fan.uuid).await;
+    publish_acked(&mut sensor_mqtt, &output, "2").await;
+
+    let (mut fan_mqtt, present) = connect_session(&fx, &fan, true, false).await;
+    assert!(!present, "a clean session starts empty");
+    fan_mqtt.quiet().await;
+    publish_acked(&mut sensor_mqtt, &output, "3").await;
+    fan_mqtt.quiet().await;
+    // Nor is a clean session kept after it.
+    fan_mqtt.client.disconnect().await.unwrap();
+    offline(&fx, &fan.uuid).await;
+    let (mut fan_mqtt, present) = connect_session(&fx, &fan, false, false).await;
+    assert!(!present);
+    fan_mqtt.quiet().await;
+}
+
+/// The value of a line of `/metrics`, if present.
+async fn metric(fx: &Fixture, line_start: &str) -> Option<f64> {
+    let text = fx
+        .server
+        .client
+        .get(fx.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn an_mqtt5_session_expires_after_its_interval_and_its_messages_with_it() {
+    use rumqttc::v5::mqttbytes::v5::Packet as V5Packet;
+    let fx = Fixture::new(|_| {}).await;
+    let (sensor, fan, _) = sensor_and_fan(&fx).await;
+    let output = sensor.topic("current_temp/pepeunit");
+    let mut sensor_mqtt = sensor.connect(&fx).await;
+
+    // MQTT 5, clean start off, a session that outlives the connection by 1 s.
+    let v5 = |clean_start: bool| {
+        let mut options =
+            rumqttc::v5::MqttOptions::new(&fan.uuid, "127.0.0.1", fx.server.mqtt.port());
+        options.set_credentials(fan.token.clone(), "");
+        options.set_clean_start(clean_start);
+        options.set_session_expiry_interval(Some(1));
+        rumqttc::v5::AsyncClient::new(options, 16)
+    };
+    async fn connack(events: &mut rumqttc::v5::EventLoop) -> bool {
+        loop {
+            if let rumqttc::v5::Event::Incoming(V5Packet::ConnAck(ack)) =
+                events.poll().await.unwrap()
+            {
+                assert_eq!(
+                    ack.code,
+                    rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success
+                );
+                return ack.session_present;
+            }
+        }
+    }
+    let (client, mut events) = v5(false);
+    assert!(!connack(&mut events).await);
+    client
+        .subscribe(&output, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let rumqttc::v5::Event::Incoming(V5Packet::SubAck(_)) = events.poll().await.unwrap() {
+            break;
+        }
+    }
+    drop(client);
+    drop(events);
+    offline(&fx, &fan.uuid).await;
+    publish_acked(&mut sensor_mqtt, &output, "while away").await;
+    // The kept session shows in /metrics until it expires.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metric(&fx, "pepeunit_mqtt_stored_sessions ").await != Some(0.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_client, mut events) = v5(false);
+    assert!(!connack(&mut events).await, "the expired session is gone");
+    // ... and with it the message it held and the subscription.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            if let rumqttc::v5::Event::Incoming(V5Packet::Publish(p)) = events.poll().await.unwrap()
+            {
+                return p;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "received {quiet:?}");
+}
+
+#[tokio::test]
+async fn a_revoked_unit_cannot_resume_its_session_and_a_removed_link_is_not_resumed() {
+    let fx = Fixture::new(|_| {}).await;
+    let (sensor, fan, edge) = sensor_and_fan(&fx).await;
+    let output = sensor.topic("current_temp/pepeunit");
+    let mut sensor_mqtt = sensor.connect(&fx).await;
+
+    // A link removed while the fan is away: its subscription and what it held are not resumed.
+    let (mut fan_mqtt, _) = connect_session(&fx, &fan, false, false).await;
+    fan_mqtt.subscribe_acked(&output).await;
+    publish_acked(&mut sensor_mqtt, &output, "1").await;
+    assert_eq!(delivery(&mut fan_mqtt).await.0, "1");
+    fan_mqtt.client.disconnect().await.unwrap();
+    offline(&fx, &fan.uuid).await;
+    publish_acked(&mut sensor_mqtt, &output, "held").await;
+    fx.server
+        .gql(
+            "mutation($u: ID!) { deleteLink(uuid: $u) }",
+            json!({ "u": edge }),
+            Some(&fx.token),
+        )
+        .await;
+    publish_acked(&mut sensor_mqtt, &output, "after unlink").await;
+    let (mut fan_mqtt, present) = connect_session(&fx, &fan, false, false).await;
+    assert!(present);
+    // Only the schema_update command could reach it, and the fan did not subscribe to that.
+    fan_mqtt.quiet().await;
+    fan_mqtt.client.disconnect().await.unwrap();
+    offline(&fx, &fan.uuid).await;
+
+    // Revoked while away: the old token cannot resume, and the new one finds no session.
+    fx.server
+        .gql(
+            "mutation($u: ID!) { regenerateUnitToken(uuid: $u) }",
+            json!({ "u": fan.uuid }),
+            Some(&fx.token),
+        )
+        .await;
+    let refused = common::mqtt::connect_with(&fx.server, &fan.uuid, &fan.token, |o| {
+        o.set_clean_session(false);
+    })
+    .await
+    .err();
+    assert_eq!(refused, Some(ConnectReturnCode::BadUserNamePassword));
+    let token = fx.unit_token(&fan.uuid).await;
+    let (_, present) = common::mqtt::connect_with(&fx.server, &fan.uuid, &token, |o| {
+        o.set_clean_session(false);
+    })
+    .await
+    .unwrap();
+    assert!(!present, "a revoked unit's session was dropped");
+}
+
+#[tokio::test]
+async fn a_full_kept_session_drops_its_oldest_messages_and_counts_them() {
+    let fx = Fixture::with_config(|_| {}, |c| c.mqtt_session_max_queued = 2).await;
+    let (sensor, fan, _) = sensor_and_fan(&fx).await;
+    let output = sensor.topic("current_temp/pepeunit");
+    let mut sensor_mqtt = sensor.connect(&fx).await;
+    let (mut fan_mqtt, _) = connect_session(&fx, &fan, false, false).await;
+    fan_mqtt.subscribe_acked(&output).await;
+    fan_mqtt.client.disconnect().await.unwrap();
+    offline(&fx, &fan.uuid).await;
+    for value in ["1", "2", "3", "4"] {
+        publish_acked(&mut sensor_mqtt, &output, value).await;
+    }
+    // The two newest wait; the two oldest were dropped and counted.
+    let (mut fan_mqtt, present) = connect_session(&fx, &fan, false, false).await;
+    assert!(present);
+    assert_eq!(delivery(&mut fan_mqtt).await.0, "3");
+    assert_eq!(delivery(&mut fan_mqtt).await.0, "4");
+    fan_mqtt.quiet().await;
+    assert_eq!(
+        metric(
+            &fx,
+            "pepeunit_limit_hits_total{limit=\"mqtt_session_queue\"}"
+        )
+        .await,
+        Some(2.0)
+    );
+}

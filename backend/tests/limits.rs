@@ -546,3 +546,358 @@ async fn raw_v3(fx: &Fixture, unit: &Device) -> TcpStream {
     assert_eq!((first, body[1]), (0x20, 0));
     stream
 }
+
+// ---- protocol conformance: one test per rule ----
+
+/// A raw MQTT 5 CONNECT (clean start) with the given keep-alive, Session Expiry Interval and, optionally,
+/// a will (topic, payload, QoS, Will Delay Interval).
+fn connect_v5_with(
+    unit: &Device,
+    keep_alive: u16,
+    session_expiry: u32,
+    will: Option<(&str, &[u8], u8, u32)>,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, "MQTT");
+    let mut flags = 0xc2;
+    if let Some((_, _, qos, _)) = will {
+        flags |= 0x04 | (qos << 3);
+    }
+    body.extend_from_slice(&[5, flags]);
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    if session_expiry > 0 {
+        body.extend_from_slice(&[5, 0x11]);
+        body.extend_from_slice(&session_expiry.to_be_bytes());
+    } else {
+        body.push(0);
+    }
+    string(&mut body, &unit.uuid);
+    if let Some((topic, payload, _, delay)) = will {
+        if delay > 0 {
+            body.extend_from_slice(&[5, 0x18]);
+            body.extend_from_slice(&delay.to_be_bytes());
+        } else {
+            body.push(0);
+        }
+        string(&mut body, topic);
+        body.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        body.extend_from_slice(payload);
+    }
+    string(&mut body, &unit.token);
+    string(&mut body, "");
+    frame(0x10, &body)
+}
+
+/// Sends `connect` and returns the stream with CONNACK's reason code.
+async fn raw_connect(fx: &Fixture, connect: &[u8]) -> (TcpStream, u8) {
+    let mut stream = TcpStream::connect(fx.server.mqtt).await.unwrap();
+    stream.write_all(connect).await.unwrap();
+    let (first, body) = next_packet(&mut stream).await.expect("CONNACK");
+    assert_eq!(first, 0x20, "CONNACK");
+    (stream, body[1])
+}
+
+#[tokio::test]
+async fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Silent").await;
+    let started = std::time::Instant::now();
+    let (mut stream, code) = raw_connect(&fx, &connect_v5_with(&unit, 1, 0, None)).await;
+    assert_eq!(code, 0);
+    // Nothing more is sent: after 1.5 s without a packet the broker says why and closes.
+    assert_eq!(disconnect_reason(&mut stream).await, Some(0x8d));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after {:?}, before one and a half keep-alives",
+        started.elapsed()
+    );
+
+    // Each packet restarts the count: a client pinging every half second outlives its 3 s allowance.
+    let (mut stream, _) = raw_connect(&fx, &connect_v5_with(&unit, 2, 0, None)).await;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stream.write_all(&[0xc0, 0]).await.unwrap();
+        assert_eq!(next_packet(&mut stream).await.map(|p| p.0), Some(0xd0));
+    }
+}
+
+#[tokio::test]
+async fn a_second_connect_on_a_connection_is_a_protocol_error() {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Twice").await;
+    let mut stream = raw_v5(&fx, &unit).await;
+    stream
+        .write_all(&connect_v5(&unit.uuid, &unit.token))
+        .await
+        .unwrap();
+    assert_eq!(disconnect_reason(&mut stream).await, Some(0x82));
+}
+
+/// A sensor whose output is linked to a fan, and the fan subscribed to that output (SUBACK received).
+async fn will_fixture() -> (Fixture, Device, MqttUnit, String) {
+    let fx = Fixture::new(|_| {}).await;
+    let sensor = device(&fx, "Sensor").await;
+    let fan = device(&fx, "Fan").await;
+    link(
+        &fx,
+        &sensor.node("current_temp/pepeunit"),
+        &fan.node("set_fan_state/pepeunit"),
+    )
+    .await;
+    let output = sensor.topic("current_temp/pepeunit");
+    let mut fan_mqtt = fan.connect(&fx).await;
+    fan_mqtt.subscribe_acked(&output).await;
+    (fx, sensor, fan_mqtt, output)
+}
+
+/// The fan's next message payload.
+async fn received(fan: &mut MqttUnit) -> String {
+    match fan.next(Duration::from_secs(20)).await {
+        Some(Seen::Message { payload, .. }) => payload,
+        other => panic!("expected the will, saw {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_will_is_published_when_a_connection_drops_and_not_after_disconnect() {
+    let (fx, sensor, mut fan, output) = will_fixture().await;
+    for qos in [0u8, 1] {
+        let (stream, code) = raw_connect(
+            &fx,
+            &connect_v5_with(&sensor, 60, 0, Some((&output, b"lost", qos, 0))),
+        )
+        .await;
+        assert_eq!(code, 0);
+        // The connection drops without a DISCONNECT: the will goes out.
+        drop(stream);
+        assert_eq!(received(&mut fan).await, "lost");
+    }
+
+    // A DISCONNECT (reason 0) ends the session normally: no will.
+    let (mut stream, _) = raw_connect(
+        &fx,
+        &connect_v5_with(&sensor, 60, 0, Some((&output, b"gone", 1, 0))),
+    )
+    .await;
+    stream.write_all(&[0xe0, 1, 0]).await.unwrap();
+    assert!(closed_within(&mut stream, Duration::from_secs(20)).await);
+    fan.quiet().await;
+
+    // MQTT 5 reason 0x04 asks for the will with the DISCONNECT.
+    let (mut stream, _) = raw_connect(
+        &fx,
+        &connect_v5_with(&sensor, 60, 0, Some((&output, b"asked", 1, 0))),
+    )
+    .await;
+    stream.write_all(&[0xe0, 1, 0x04]).await.unwrap();
+    assert!(closed_within(&mut stream, Duration::from_secs(20)).await);
+    assert_eq!(received(&mut fan).await, "asked");
+}
+
+#[tokio::test]
+async fn a_will_on_a_topic_the_unit_may_not_publish_to_is_refused_at_connect() {
+    let (fx, sensor, mut fan, _) = will_fixture().await;
+    // Its own input is not a topic a unit may publish to.
+    let input = sensor.topic("set_fan_state/pepeunit");
+    let (_, code) = raw_connect(
+        &fx,
+        &connect_v5_with(&sensor, 60, 0, Some((&input, b"x", 0, 0))),
+    )
+    .await;
+    assert_eq!(code, 0x87, "CONNACK Not authorized");
+    fan.quiet().await;
+}
+
+#[tokio::test]
+async fn a_delayed_will_waits_its_delay_and_is_not_sent_if_the_unit_is_back() {
+    let (fx, sensor, mut fan, output) = will_fixture().await;
+    // A will delayed by 1 s in a session kept for a minute goes out after the delay.
+    let started = std::time::Instant::now();
+    let (stream, _) = raw_connect(
+        &fx,
+        &connect_v5_with(&sensor, 60, 60, Some((&output, b"late", 0, 1))),
+    )
+    .await;
+    drop(stream);
+    assert_eq!(received(&mut fan).await, "late");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "sent before its delay"
+    );
+
+    // The unit comes back (here by taking its old connection over) before the delay is over: the will
+    // is never sent. Waiting past the delay shows it.
+    let (mut old, _) = raw_connect(
+        &fx,
+        &connect_v5_with(&sensor, 60, 60, Some((&output, b"late", 0, 1))),
+    )
+    .await;
+    let (_back, code) = raw_connect(&fx, &connect_v5_with(&sensor, 60, 60, None)).await;
+    assert_eq!(code, 0);
+    assert_eq!(disconnect_reason(&mut old).await, Some(0x8e));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fan.quiet().await;
+}
+
+// ---- firmware bundles ----
+
+#[tokio::test]
+async fn bundle_downloads_over_the_concurrency_limit_get_503_until_a_slot_frees() {
+    // An 8 MiB incompressible file, so a download the client stops reading stays in the middle of it.
+    let fx = Fixture::with_config(
+        |source| {
+            let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+            let blob: Vec<u8> = (0..8 * 1024 * 1024 / 8)
+                .flat_map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state.to_le_bytes()
+                })
+                .collect();
+            source.write("blob.bin", blob);
+            source.commit("a large blob");
+        },
+        |c| {
+            c.bundle_concurrency = 1;
+            c.bundle_wait_seconds = 1;
+            c.repository_size_limit_bytes = 64 * 1024 * 1024;
+        },
+    )
+    .await;
+    let unit = device(&fx, "Bundled").await;
+    let path = format!("/api/v1/units/firmware/tar/{}", unit.uuid);
+
+    // A client takes the only slot and stops reading after the headers; a small receive buffer keeps the
+    // kernel from reading the rest for it.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let addr: SocketAddr = fx
+        .server
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let mut holder = socket.connect(addr).await.unwrap();
+    holder
+        .write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nx-auth-token: {}\r\n\r\n",
+                fx.token
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        holder.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+
+    // Meanwhile another download waits for the slot, then is refused.
+    let url = fx.server.url(&path);
+    let refused = fx
+        .server
+        .client
+        .get(&url)
+        .header("x-auth-token", &fx.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
+
+    // Once the first client goes away its slot frees, and downloads work again.
+    drop(holder);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = fx
+            .server
+            .client
+            .get(&url)
+            .header("x-auth-token", &fx.token)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == reqwest::StatusCode::OK {
+            let bytes = response.bytes().await.unwrap();
+            assert!(bytes.len() > 8 * 1024 * 1024, "{} bytes", bytes.len());
+            break;
+        }
+        assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_mqtt5_receive_maximum_bounds_unacknowledged_deliveries() {
+    let fx = Fixture::new(|_| {}).await;
+    let sensor = device(&fx, "Sensor").await;
+    let fan = device(&fx, "Fan").await;
+    link(
+        &fx,
+        &sensor.node("current_temp/pepeunit"),
+        &fan.node("set_fan_state/pepeunit"),
+    )
+    .await;
+    let output = sensor.topic("current_temp/pepeunit");
+    // The fan takes at most two QoS 1 deliveries unacknowledged.
+    let mut body = Vec::new();
+    string(&mut body, "MQTT");
+    body.extend_from_slice(&[5, 0xc2, 0, 60, 3, 0x21, 0, 2]);
+    string(&mut body, &fan.uuid);
+    string(&mut body, &fan.token);
+    string(&mut body, "");
+    let (mut stream, code) = raw_connect(&fx, &frame(0x10, &body)).await;
+    assert_eq!(code, 0);
+    stream
+        .write_all(&subscribe_v5(1, &output, 1))
+        .await
+        .unwrap();
+    assert_eq!(next_packet(&mut stream).await.map(|p| p.0), Some(0x90));
+    let mut sensor_mqtt = sensor.connect(&fx).await;
+    for i in 0..5 {
+        sensor_mqtt
+            .publish(&output, &i.to_string(), QoS::AtLeastOnce)
+            .await;
+    }
+    for _ in 0..5 {
+        assert!(matches!(
+            sensor_mqtt.next(Duration::from_secs(20)).await,
+            Some(Seen::PubAck(_))
+        ));
+    }
+    // Every message is routed by now; two arrive, then nothing until one is acknowledged.
+    let mut ids = Vec::new();
+    for expected in ["0", "1"] {
+        let (first, body) = next_packet(&mut stream).await.unwrap();
+        assert_eq!(first, 0x32, "a QoS 1 PUBLISH");
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        ids.push([body[2 + topic_len], body[3 + topic_len]]);
+        assert_eq!(&body[2 + topic_len + 3..], expected.as_bytes());
+    }
+    let more = tokio::time::timeout(Duration::from_millis(500), read_packet(&mut stream)).await;
+    assert!(
+        more.is_err(),
+        "a third delivery beyond Receive Maximum: {more:?}"
+    );
+    stream
+        .write_all(&[0x40, 2, ids[0][0], ids[0][1]])
+        .await
+        .unwrap();
+    let (first, body) = next_packet(&mut stream).await.unwrap();
+    let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    assert_eq!((first, &body[2 + topic_len + 3..]), (0x32, &b"2"[..]));
+}

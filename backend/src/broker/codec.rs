@@ -23,9 +23,22 @@ pub struct Connect {
     pub keep_alive: u16,
     pub client_id: String,
     pub username: Option<String>,
-    pub has_will: bool,
+    pub will: Option<Will>,
     /// MQTT 5: most QoS 1 deliveries the client takes unacknowledged (its Receive Maximum).
     pub receive_maximum: Option<u16>,
+    /// MQTT 5: how long the session outlives the connection, in seconds (0: it ends with it).
+    pub session_expiry: u32,
+}
+
+/// The message a client asks the broker to publish for it when its connection ends abnormally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    /// MQTT 5 Will Delay Interval, in seconds.
+    pub delay: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +68,10 @@ pub enum Packet {
         filters: Vec<String>,
     },
     PingReq,
-    Disconnect,
+    /// `with_will`: an MQTT 5 DISCONNECT with reason 0x04 (Disconnect with Will Message).
+    Disconnect {
+        with_will: bool,
+    },
 }
 
 /// A packet that cannot be accepted; the connection is closed.
@@ -237,7 +253,9 @@ pub fn decode(first: u8, body: &[u8], version: Version) -> Result<Packet, Decode
             }
         }
         12 => Packet::PingReq,
-        14 => Packet::Disconnect,
+        14 => Packet::Disconnect {
+            with_will: version == Version::V5 && body.first() == Some(&0x04),
+        },
         other => return Err(DecodeError::Unsupported(other)),
     };
     Ok(packet)
@@ -256,20 +274,36 @@ fn decode_connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
         return Err(DecodeError::Malformed("reserved connect flag"));
     }
     let keep_alive = r.u16()?;
-    let receive_maximum = if version == Version::V5 {
-        connect_receive_maximum(r)?
+    let props = if version == Version::V5 {
+        connect_properties(r)?
+    } else {
+        ConnectProperties::default()
+    };
+    let client_id = r.string()?;
+    let will_qos = (flags >> 3) & 0x03;
+    let will_retain = flags & 0x20 != 0;
+    let will = if flags & 0x04 != 0 {
+        if will_qos == 3 {
+            return Err(DecodeError::Malformed("will QoS 3"));
+        }
+        let delay = if version == Version::V5 {
+            will_delay(r)?
+        } else {
+            0
+        };
+        Some(Will {
+            topic: r.string()?,
+            payload: r.binary()?.to_vec(),
+            qos: will_qos,
+            retain: will_retain,
+            delay,
+        })
+    } else if will_qos != 0 || will_retain {
+        // MQTT 3.1.1 §3.1.2-11/-13/-15: without a will, its QoS and retain flags must be 0.
+        return Err(DecodeError::Malformed("will flags without a will"));
     } else {
         None
     };
-    let client_id = r.string()?;
-    let has_will = flags & 0x04 != 0;
-    if has_will {
-        if version == Version::V5 {
-            r.skip_properties()?;
-        }
-        r.string()?;
-        r.binary()?;
-    }
     let username = if flags & 0x80 != 0 {
         Some(r.string()?)
     } else {
@@ -284,8 +318,9 @@ fn decode_connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
         keep_alive,
         client_id,
         username,
-        has_will,
-        receive_maximum,
+        will,
+        receive_maximum: props.receive_maximum,
+        session_expiry: props.session_expiry,
     })
 }
 
@@ -297,21 +332,33 @@ fn nonzero_packet_id(r: &mut Reader<'_>) -> Result<u16, DecodeError> {
     }
 }
 
-/// Reads CONNECT properties, keeping Receive Maximum (0 is a protocol error, MQTT 5 §3.1.2.11.3).
-fn connect_receive_maximum(r: &mut Reader<'_>) -> Result<Option<u16>, DecodeError> {
+/// The CONNECT properties the broker acts on.
+#[derive(Default)]
+struct ConnectProperties {
+    receive_maximum: Option<u16>,
+    session_expiry: u32,
+}
+
+/// Reads CONNECT properties, keeping Receive Maximum (0 is a protocol error, MQTT 5 §3.1.2.11.3) and
+/// Session Expiry Interval.
+fn connect_properties(r: &mut Reader<'_>) -> Result<ConnectProperties, DecodeError> {
     let len = r.varint()?;
     let mut props = Reader {
         bytes: r.take(len)?,
     };
-    let mut receive_maximum = None;
+    let mut out = ConnectProperties::default();
     while !props.bytes.is_empty() {
         match props.varint()? {
-            0x11 | 0x27 => {
+            0x11 => {
+                let b = props.take(4)?;
+                out.session_expiry = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            0x27 => {
                 props.take(4)?;
             }
             0x21 => match props.u16()? {
                 0 => return Err(DecodeError::Protocol("receive maximum 0")),
-                n => receive_maximum = Some(n),
+                n => out.receive_maximum = Some(n),
             },
             0x22 => {
                 props.u16()?;
@@ -332,7 +379,42 @@ fn connect_receive_maximum(r: &mut Reader<'_>) -> Result<Option<u16>, DecodeErro
             _ => return Err(DecodeError::Malformed("unknown CONNECT property")),
         }
     }
-    Ok(receive_maximum)
+    Ok(out)
+}
+
+/// Reads the will properties (MQTT 5 §3.1.3.2), keeping the Will Delay Interval.
+fn will_delay(r: &mut Reader<'_>) -> Result<u32, DecodeError> {
+    let len = r.varint()?;
+    let mut props = Reader {
+        bytes: r.take(len)?,
+    };
+    let mut delay = 0;
+    while !props.bytes.is_empty() {
+        match props.varint()? {
+            0x18 => {
+                let b = props.take(4)?;
+                delay = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            0x02 => {
+                props.take(4)?;
+            }
+            0x01 => {
+                props.u8()?;
+            }
+            0x03 | 0x08 => {
+                props.string()?;
+            }
+            0x09 => {
+                props.binary()?;
+            }
+            0x26 => {
+                props.string()?;
+                props.string()?;
+            }
+            _ => return Err(DecodeError::Malformed("unknown will property")),
+        }
+    }
+    Ok(delay)
 }
 
 fn push_varint(out: &mut Vec<u8>, mut value: usize) {
@@ -371,19 +453,28 @@ pub enum Refusal {
     BadClientId,
 }
 
-pub fn connack(version: Version, refusal: Option<Refusal>) -> Vec<u8> {
+/// A CONNACK refusing the connection.
+pub fn connack_refused(version: Version, refusal: Refusal) -> Vec<u8> {
     let code = match (version, refusal) {
-        (_, None) => 0,
-        (Version::V3, Some(Refusal::BadCredentials)) => 4,
-        (Version::V3, Some(Refusal::NotAuthorized)) => 5,
-        (Version::V3, Some(Refusal::BadClientId)) => 2,
-        (Version::V5, Some(Refusal::BadCredentials)) => 0x86,
-        (Version::V5, Some(Refusal::NotAuthorized)) => 0x87,
-        (Version::V5, Some(Refusal::BadClientId)) => 0x85,
+        (Version::V3, Refusal::BadCredentials) => 4,
+        (Version::V3, Refusal::NotAuthorized) => 5,
+        (Version::V3, Refusal::BadClientId) => 2,
+        (Version::V5, Refusal::BadCredentials) => 0x86,
+        (Version::V5, Refusal::NotAuthorized) => 0x87,
+        (Version::V5, Refusal::BadClientId) => 0x85,
     };
     match version {
         Version::V3 => frame(0x20, &[0, code]),
-        Version::V5 if refusal.is_some() => frame(0x20, &[0, code, 0]),
+        Version::V5 => frame(0x20, &[0, code, 0]),
+    }
+}
+
+/// A CONNACK accepting the connection. `session_present`: a stored session was resumed. `session_expiry`:
+/// for MQTT 5, the Session Expiry Interval the broker uses when it is not the one the client asked for.
+pub fn connack(version: Version, session_present: bool, session_expiry: Option<u32>) -> Vec<u8> {
+    let flags = u8::from(session_present);
+    match version {
+        Version::V3 => frame(0x20, &[flags, 0]),
         Version::V5 => {
             // What this broker does not offer, so MQTT 5 clients need not find out by being disconnected:
             // Maximum QoS 1, no wildcard, subscription-identifier or shared subscriptions, the largest
@@ -391,7 +482,11 @@ pub fn connack(version: Version, refusal: Option<Refusal>) -> Vec<u8> {
             let max_packet = u32::try_from(super::MAX_PACKET).unwrap_or(u32::MAX);
             let mut props = vec![0x24, 1, 0x28, 0, 0x29, 0, 0x2a, 0, 0x27];
             props.extend_from_slice(&max_packet.to_be_bytes());
-            let mut body = vec![0, code];
+            if let Some(expiry) = session_expiry {
+                props.push(0x11);
+                props.extend_from_slice(&expiry.to_be_bytes());
+            }
+            let mut body = vec![flags, 0];
             push_varint(&mut body, props.len());
             body.extend_from_slice(&props);
             frame(0x20, &body)
@@ -421,16 +516,17 @@ pub fn disconnect(reason: u8) -> Vec<u8> {
 }
 
 pub fn publish(version: Version, topic: &str, payload: &[u8], retain: bool) -> Vec<u8> {
-    publish_with_id(version, topic, payload, retain, None)
+    publish_with_id(version, topic, payload, retain, None, false)
 }
 
-/// A PUBLISH at QoS 1 when `packet_id` is given, else QoS 0.
+/// A PUBLISH at QoS 1 when `packet_id` is given, else QoS 0; `dup` marks a redelivery.
 pub fn publish_with_id(
     version: Version,
     topic: &str,
     payload: &[u8],
     retain: bool,
     packet_id: Option<u16>,
+    dup: bool,
 ) -> Vec<u8> {
     let mut body = Vec::with_capacity(topic.len() + payload.len() + 5);
     push_string(&mut body, topic);
@@ -444,6 +540,9 @@ pub fn publish_with_id(
     let mut first = if retain { 0x31 } else { 0x30 };
     if packet_id.is_some() {
         first |= 0x02;
+        if dup {
+            first |= 0x08;
+        }
     }
     frame(first, &body)
 }
@@ -543,6 +642,55 @@ mod tests {
             panic!()
         };
         assert_eq!((c.version, c.username.as_deref()), (Version::V5, Some("u")));
+    }
+
+    #[tokio::test]
+    async fn wills_session_expiry_and_disconnect_reasons_are_read() {
+        // MQTT 5 CONNECT: clean start off, will QoS 1 with a 7 s delay, session expiry 300 s.
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x80 | 0x04 | 0x08, 0, 60];
+        body.extend_from_slice(&[5, 0x11, 0, 0, 1, 44]);
+        body.extend_from_slice(&[0, 2, b'c', b'1']);
+        body.extend_from_slice(&[5, 0x18, 0, 0, 0, 7]);
+        body.extend_from_slice(&[0, 1, b'w', 0, 3, b'b', b'y', b'e']);
+        body.extend_from_slice(&[0, 1, b'u']);
+        let bytes = frame(0x10, &body);
+        let Packet::Connect(c) = roundtrip(&bytes, Version::V3).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!((c.clean_session, c.session_expiry), (false, 300));
+        assert_eq!(
+            c.will,
+            Some(Will {
+                topic: "w".into(),
+                payload: b"bye".to_vec(),
+                qos: 1,
+                retain: false,
+                delay: 7
+            })
+        );
+        // Will flags without a will are malformed (MQTT 3.1.1 §3.1.2-11).
+        let v3 = frame(
+            0x10,
+            &[0, 4, b'M', b'Q', b'T', b'T', 4, 0x08, 0, 60, 0, 1, b'c'],
+        );
+        assert!(roundtrip(&v3, Version::V3).await.is_err());
+        assert_eq!(
+            roundtrip(&[0xe0, 1, 0x04], Version::V5).await.unwrap(),
+            Packet::Disconnect { with_will: true }
+        );
+        assert_eq!(
+            roundtrip(&[0xe0, 0], Version::V5).await.unwrap(),
+            Packet::Disconnect { with_will: false }
+        );
+        // CONNACK carries session present, and MQTT 5 the interval used.
+        assert_eq!(connack(Version::V3, true, None), [0x20, 2, 1, 0]);
+        let v5 = connack(Version::V5, false, Some(60));
+        assert!(v5.ends_with(&[0x11, 0, 0, 0, 60]), "{v5:?}");
+        // A redelivery has DUP set.
+        assert_eq!(
+            publish_with_id(Version::V3, "t", b"", false, Some(1), true)[0],
+            0x3a
+        );
     }
 
     #[tokio::test]

@@ -16,12 +16,17 @@
 //! the publisher, and a subscriber whose queue stays full past a timeout is disconnected (MQTT 5 reason
 //! 0x97), counted in `/metrics`. Commands and input values are retained, so a unit that reconnects gets
 //! the latest, and retained messages are rebuilt from the database at start.
+//!
+//! A persistent session (MQTT 3 `clean_session = 0`, MQTT 5 Session Expiry Interval > 0) outlives its
+//! connection in memory ([`session_store`]): its subscriptions keep collecting QoS 1 messages, bounded in
+//! time and number, and the next connection of the unit resumes it.
 
 pub mod acl;
 pub mod codec;
 pub mod commands;
 pub mod ingest;
 mod session;
+mod session_store;
 pub mod tls;
 pub mod websocket;
 
@@ -63,6 +68,10 @@ pub struct Limits {
     pub publish_rate: u32,
     pub publish_burst: u32,
     pub publish_bytes_per_second: u64,
+    /// Longest a persistent session is kept after its connection ends (0: sessions are never kept).
+    pub session_expiry_max: Duration,
+    /// Most QoS 1 messages a kept session holds (in flight and queued).
+    pub session_max_queued: usize,
     pub counters: LimitCounters,
 }
 
@@ -83,6 +92,8 @@ impl Limits {
             publish_rate: config.mqtt_publish_rate,
             publish_burst: config.mqtt_publish_burst,
             publish_bytes_per_second: config.mqtt_publish_bytes_per_second,
+            session_expiry_max: Duration::from_secs(config.mqtt_session_expiry_max_seconds),
+            session_max_queued: config.mqtt_session_max_queued,
             counters,
         }
     }
@@ -99,8 +110,18 @@ pub(crate) struct Delivery {
 struct Subscriber {
     /// The QoS granted for this subscription (0 or 1).
     qos: u8,
-    deliveries: mpsc::Sender<Delivery>,
-    conn: Arc<session::Conn>,
+    target: Target,
+}
+
+/// Where a subscriber's messages go.
+enum Target {
+    /// A connected unit's delivery queue.
+    Live {
+        deliveries: mpsc::Sender<Delivery>,
+        conn: Arc<session::Conn>,
+    },
+    /// A persistent session whose unit is offline: QoS 1 messages wait there for it.
+    Parked(Arc<session_store::Parked>),
 }
 
 /// Deliveries that did not fit their subscriber's queue at once: the publisher waits for room (back-pressure)
@@ -119,11 +140,16 @@ impl Backlog {
         // One deadline for the whole backlog, so several slow subscribers cost one timeout, not one each.
         let deadline = tokio::time::Instant::now() + broker.limits.slow_subscriber_timeout;
         for (queue, conn, delivery) in self.0 {
-            if tokio::time::timeout_at(deadline, queue.send(delivery))
-                .await
-                .is_err()
-                && conn.close(codec::reason::QUOTA_EXCEEDED)
-            {
+            match tokio::time::timeout_at(deadline, queue.send(delivery)).await {
+                Ok(Ok(())) => continue,
+                // The connection ended meanwhile; if its session was kept, the message waits there.
+                Ok(Err(mpsc::error::SendError(delivery))) => {
+                    broker.park_late(conn.unit, delivery);
+                    continue;
+                }
+                Err(_) => {}
+            }
+            if conn.close(codec::reason::QUOTA_EXCEEDED) {
                 broker.limits.counters.slow_subscriber(&format_args!(
                     "subscriber {} did not read its queue of {} messages for {:?}; disconnected",
                     conn.unit,
@@ -145,6 +171,10 @@ struct Router {
     next_connection: AtomicU64,
     /// Bumped whenever any unit's permissions may have changed; connections reload theirs when it moves.
     acl_generation: AtomicU64,
+    /// Persistent sessions of units that are offline.
+    sessions: Mutex<HashMap<Uuid, session_store::Stored>>,
+    /// Wills waiting out their MQTT 5 delay; a new connection of the unit cancels its will.
+    wills: Mutex<HashMap<Uuid, tokio::task::AbortHandle>>,
 }
 
 // A panic while holding one of these locks cannot leave the maps half-updated in a way that matters
@@ -170,6 +200,14 @@ impl Router {
 
     fn connections(&self) -> MutexGuard<'_, HashMap<Uuid, HashMap<u64, Arc<session::Conn>>>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<Uuid, session_store::Stored>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wills(&self) -> MutexGuard<'_, HashMap<Uuid, tokio::task::AbortHandle>> {
+        self.wills.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -282,13 +320,17 @@ impl Broker {
                 qos: subscriber.qos,
                 retain: false,
             };
-            match subscriber.deliveries.try_send(delivery) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(delivery)) => backlog.0.push((
-                    subscriber.deliveries.clone(),
-                    subscriber.conn.clone(),
-                    delivery,
-                )),
+            match &subscriber.target {
+                Target::Live { deliveries, conn } => match deliveries.try_send(delivery) {
+                    Ok(()) | Err(TrySendError::Closed(_)) => {}
+                    Err(TrySendError::Full(delivery)) => {
+                        backlog.0.push((deliveries.clone(), conn.clone(), delivery))
+                    }
+                },
+                // An offline session keeps what it subscribed to at QoS 1; QoS 0 is not queued (MQTT
+                // leaves that to the server, and a unit reads the retained latest value anyway).
+                Target::Parked(parked) if subscriber.qos > 0 => self.park(parked, delivery),
+                Target::Parked(_) => {}
             }
         }
         backlog
@@ -321,10 +363,17 @@ impl Broker {
             .get(&unit)
             .map(|open| open.keys().copied().collect())
             .unwrap_or_default();
-        if connections.is_empty() {
+        let parked = self.router.sessions().get(&unit).map(|stored| stored.id);
+        if connections.is_empty() && parked.is_none() {
             return Ok(());
         }
         let allowed = acl::load(&self.services, unit).await?.subscribe;
+        let connections: Vec<u64> = connections.into_iter().chain(parked).collect();
+        if let Some(stored) = self.router.sessions().get_mut(&unit) {
+            stored
+                .subscriptions
+                .retain(|(topic, _)| allowed.contains(topic));
+        }
         let mut subscriptions = self.router.subscriptions_mut();
         subscriptions.retain(|topic, subscribers| {
             if !allowed.contains(topic) {
@@ -346,12 +395,17 @@ impl MessageBus for Broker {
     }
 
     fn disconnect(&self, unit: Uuid) {
-        let connections = self.router.connections();
-        if let Some(open) = connections.get(&unit) {
-            for conn in open.values() {
-                conn.close(codec::reason::ADMINISTRATIVE_ACTION);
+        {
+            let connections = self.router.connections();
+            if let Some(open) = connections.get(&unit) {
+                for conn in open.values() {
+                    conn.close(codec::reason::ADMINISTRATIVE_ACTION);
+                }
             }
         }
+        // A revoked or deleted unit's kept session goes too: nothing waits for a device that may not
+        // come back with this identity.
+        self.discard_session(unit);
     }
 }
 

@@ -6,6 +6,10 @@
 //! and in-flight window, and the closing DISCONNECT). Closing goes through [`Conn::close`], which every task
 //! watches, so a connection can be closed from anywhere (a newer session, a slow queue, a revoked token)
 //! with an MQTT 5 reason code.
+//!
+//! A connection with a persistent session first waits for the unit's older connections to end (their
+//! sessions are kept by then), resumes what they left (see [`super::session_store`]) and, when it ends,
+//! parks its subscriptions and hands over what its writer had in flight or queued.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,9 +21,10 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::acl::{self, Acl};
-use super::codec::{self, DecodeError, Packet, Refusal, Version, reason};
+use super::codec::{self, DecodeError, Packet, Refusal, Version, Will, reason};
 use super::ingest::Item;
-use super::{Broker, Delivery, MAX_CONNECT, MAX_PACKET, Subscriber};
+use super::session_store::{Held, Leftover};
+use super::{Broker, Delivery, MAX_CONNECT, MAX_PACKET, Subscriber, Target};
 use crate::limits::Admitted;
 use crate::services::units::device::{self, DeviceCaller};
 use crate::services::units::live::LiveEvent;
@@ -32,20 +37,44 @@ const CONTROL_QUEUE: usize = 64;
 const READ_BUFFER: usize = 1024;
 /// How long the writer tries to say goodbye (DISCONNECT, then FIN) to a client that may not be reading.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a new connection waits for the unit's older ones to end and keep their session. An older
+/// connection ends within the goodbye timeout once its own publishes are routed, which may wait up to the
+/// slow-subscriber timeout; past this the new one goes on without what the older one had in flight.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
 
 /// One open connection, as the rest of the broker sees it: who it is and how to close it.
 pub(crate) struct Conn {
     pub(crate) unit: Uuid,
     /// `Some(reason)` once closing; the first reason wins.
     closed: watch::Sender<Option<u8>>,
+    /// Whether this connection's session outlives it, so a newer one must wait for it to be kept.
+    persistent: bool,
+    /// True once the connection has ended and kept or dropped its session.
+    finished: watch::Sender<bool>,
+}
+
+/// Marks its connection finished when dropped, however `run` returns.
+struct Finished(Arc<Conn>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.finished.send_replace(true);
+    }
 }
 
 impl Conn {
-    fn new(unit: Uuid) -> Self {
+    fn new(unit: Uuid, persistent: bool) -> Self {
         Self {
             unit,
             closed: watch::Sender::new(None),
+            persistent,
+            finished: watch::Sender::new(false),
         }
+    }
+
+    async fn finished(&self) {
+        let mut watch = self.finished.subscribe();
+        let _ = watch.wait_for(|done| *done).await;
     }
 
     /// Asks the connection to close with an MQTT 5 reason; true if this call closed it.
@@ -73,7 +102,12 @@ impl Conn {
 /// Why a session ended, for the log and the DISCONNECT reason.
 #[derive(Debug)]
 enum End {
-    Clean,
+    /// The client sent DISCONNECT (MQTT 5 reason 0x04 asks for the will all the same).
+    Disconnect {
+        with_will: bool,
+    },
+    /// The client closed the connection without a DISCONNECT.
+    Closed,
     Kicked,
     Violation(String),
     Protocol(DecodeError),
@@ -85,8 +119,7 @@ enum End {
 impl End {
     fn reason(&self) -> u8 {
         match self {
-            End::Clean => reason::NONE,
-            End::Kicked => reason::NONE,
+            End::Disconnect { .. } | End::Closed | End::Kicked => reason::NONE,
             End::Violation(_) => reason::NOT_AUTHORIZED,
             End::Protocol(DecodeError::TooLarge(_)) => reason::PACKET_TOO_LARGE,
             End::Protocol(DecodeError::Protocol(_) | DecodeError::Unsupported(_)) => {
@@ -144,7 +177,7 @@ where
         Err(refusal) => {
             tracing::info!(%peer, client_id = %connect.client_id, ?refusal, "mqtt connect refused");
             let _ = write
-                .write_all(&codec::connack(version, Some(refusal)))
+                .write_all(&codec::connack_refused(version, refusal))
                 .await;
             return;
         }
@@ -154,30 +187,63 @@ where
         Err(error) => {
             tracing::warn!(%unit, %error, "loading permissions failed");
             let _ = write
-                .write_all(&codec::connack(version, Some(Refusal::NotAuthorized)))
+                .write_all(&codec::connack_refused(version, Refusal::NotAuthorized))
                 .await;
             return;
         }
     };
+    // A will is a publish like any other: its topic must be one the unit may publish to.
+    if let Some(will) = &connect.will
+        && !acl.publish.contains_key(&will.topic)
+    {
+        tracing::info!(%unit, topic = %will.topic, "mqtt connect refused: will topic not allowed");
+        let _ = write
+            .write_all(&codec::connack_refused(version, Refusal::NotAuthorized))
+            .await;
+        return;
+    }
     let id = broker
         .router
         .next_connection
         .fetch_add(1, Ordering::Relaxed);
-    let conn = Arc::new(Conn::new(unit));
-    {
+    let (requested, expiry) = session_expiry(&broker, &connect);
+    let conn = Arc::new(Conn::new(unit, !expiry.is_zero()));
+    let _finished = Finished(conn.clone());
+    let older: Vec<Arc<Conn>> = {
         // A new session with the unit's client id takes over: older ones are closed (MQTT 3.1.1
         // §3.1.4-2, MQTT 5 reason 0x8E). Under the lock, so of simultaneous sessions exactly one stays.
         let mut connections = broker.router.connections();
         let open = connections.entry(unit).or_default();
-        for (_, older) in open.drain() {
+        let older: Vec<Arc<Conn>> = open.drain().map(|(_, older)| older).collect();
+        for older in &older {
             older.close(reason::SESSION_TAKEN_OVER);
         }
         open.insert(id, conn.clone());
+        older
+    };
+    // The unit is back: a will still waiting out its delay is not sent (MQTT 5 §3.1.2.5).
+    if let Some(will) = broker.router.wills().remove(&unit) {
+        will.abort();
     }
+    // Older connections with a persistent session keep it as they end; wait for that, so this one takes
+    // (or discards) all of it. Each waits for its own elders, so a chain of takeovers stays in order.
+    for older in older.iter().filter(|older| older.persistent) {
+        let _ = tokio::time::timeout(TAKEOVER_WAIT, older.finished()).await;
+    }
+    let (deliveries, deliveries_rx) = mpsc::channel::<Delivery>(broker.limits.subscriber_queue);
+    let resumed = if connect.clean_session {
+        broker.discard_session(unit);
+        Default::default()
+    } else {
+        broker.resume_session(unit, id, &acl, &deliveries, &conn)
+    };
+    // MQTT 5: the interval actually used is stated when it is not the one asked for.
+    let granted = (version == Version::V5 && u64::from(requested) != expiry.as_secs())
+        .then(|| u32::try_from(expiry.as_secs()).unwrap_or(u32::MAX));
     // CONNACK goes first whatever happens next (even a newer session taking this one over at once).
     if tokio::time::timeout(
         GOODBYE_TIMEOUT,
-        write.write_all(&codec::connack(version, None)),
+        write.write_all(&codec::connack(version, resumed.present, granted)),
     )
     .await
     .map_or(true, |written| written.is_err())
@@ -185,7 +251,6 @@ where
         conn.close(reason::NONE);
     }
     let (control, control_rx) = mpsc::channel::<Control>(CONTROL_QUEUE);
-    let (deliveries, deliveries_rx) = mpsc::channel::<Delivery>(broker.limits.subscriber_queue);
     let window = usize::from(
         broker
             .limits
@@ -199,8 +264,9 @@ where
         deliveries_rx,
         conn.clone(),
         window,
+        resumed.held,
     ));
-    tracing::debug!(%unit, %peer, "mqtt connected");
+    tracing::debug!(%unit, %peer, present = resumed.present, "mqtt connected");
     broker
         .services()
         .live()
@@ -218,7 +284,7 @@ where
         control,
         deliveries,
         conn: conn.clone(),
-        subscribed: Vec::new(),
+        subscribed: resumed.subscriptions,
         messages: Bucket::new(
             f64::from(limits.publish_rate),
             f64::from(limits.publish_burst.max(1)),
@@ -244,10 +310,18 @@ where
         ),
         other => tracing::debug!(%unit, ?other, "mqtt connection closed"),
     }
-    if !matches!(end, End::Clean) {
+    if !matches!(end, End::Disconnect { .. } | End::Closed) {
         conn.close(end.reason());
     }
-    let still_online = session.cleanup();
+    // A revoked unit's session is not kept, and neither is its will published.
+    let revoked = conn.reason() == reason::ADMINISTRATIVE_ACTION;
+    let subscriptions = std::mem::take(&mut session.subscribed);
+    let parked = if expiry.is_zero() || revoked {
+        broker.unregister(id, &subscriptions);
+        None
+    } else {
+        Some(broker.park_subscriptions(unit, id, subscriptions))
+    };
     let completer = session.completer.take();
     drop(session);
     // Publishes already read are still routed and acknowledged if the client left cleanly.
@@ -255,12 +329,108 @@ where
         let _ = completer.await;
     }
     conn.close(reason::NONE);
-    let _ = writer.await;
+    let leftover = writer.await;
+    if let (Some((parked, subscriptions)), Ok(leftover)) = (parked, leftover) {
+        broker.keep_session(unit, id, parked, subscriptions, leftover, expiry);
+    }
+    let still_online = unregister_connection(&broker, unit, id);
+    let will_wanted = match end {
+        End::Disconnect { with_will } => with_will,
+        _ => true,
+    };
+    if let (Some(will), true, false) = (connect.will, will_wanted, revoked) {
+        // Sent when the session ends or the will delay is over, whichever is first (MQTT 5 §3.1.2.5).
+        let delay = Duration::from_secs(u64::from(will.delay)).min(expiry);
+        send_will(&broker, unit, will, delay);
+    }
     if !still_online {
         broker.services().live().send(LiveEvent::Presence {
             unit,
             online: false,
         });
+    }
+}
+
+/// The Session Expiry Interval the client asked for (MQTT 5) and the one used: MQTT 3 `clean_session = 0`
+/// asks for the longest allowed, and none is longer than `mqtt_session_expiry_max_seconds`.
+fn session_expiry(broker: &Broker, connect: &codec::Connect) -> (u32, Duration) {
+    let max = broker.limits.session_expiry_max;
+    match connect.version {
+        Version::V3 if connect.clean_session => (0, Duration::ZERO),
+        Version::V3 => (0, max),
+        Version::V5 => (
+            connect.session_expiry,
+            Duration::from_secs(u64::from(connect.session_expiry)).min(max),
+        ),
+    }
+}
+
+/// Forgets connection `id`; true when the unit still has another one open (it was taken over).
+fn unregister_connection(broker: &Broker, unit: Uuid, id: u64) -> bool {
+    let mut connections = broker.router.connections();
+    if let Some(open) = connections.get_mut(&unit) {
+        open.remove(&id);
+        if open.is_empty() {
+            connections.remove(&unit);
+            return false;
+        }
+        return true;
+    }
+    false
+}
+
+/// Publishes `unit`'s will after `delay`, unless the unit connects again first. Its topic is checked
+/// against the unit's permissions as they are then, and the message is stored like the unit's own
+/// publishes (routed after its commit at QoS 1).
+fn send_will(broker: &Broker, unit: Uuid, will: Will, delay: Duration) {
+    let task = {
+        let broker = broker.clone();
+        async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+                {
+                    let mut wills = broker.router.wills();
+                    if wills.get(&unit).map(|will| will.id()) == tokio::task::try_id() {
+                        wills.remove(&unit);
+                    }
+                }
+                // Connected again (a newer connection took this one over): the will is not sent.
+                if broker.router.connections().contains_key(&unit) {
+                    return;
+                }
+            }
+            let Ok(acl) = Box::pin(acl::load(broker.services(), unit)).await else {
+                return;
+            };
+            let Some(&sink) = acl.publish.get(&will.topic) else {
+                tracing::info!(%unit, topic = %will.topic, "will not published: topic no longer allowed");
+                return;
+            };
+            let item = Item {
+                unit,
+                sink,
+                payload: will.payload.clone(),
+                at: chrono::Utc::now(),
+            };
+            if !broker.ingestor.fits(&item) {
+                return;
+            }
+            if will.qos == 0 {
+                broker.route_all(&will.topic, &will.payload, false).await;
+                drop(broker.ingestor.submit(item).await);
+            } else if broker.ingestor.submit(item).await.await.unwrap_or(false) {
+                broker.route_all(&will.topic, &will.payload, false).await;
+            }
+        }
+    };
+    if delay.is_zero() {
+        tokio::spawn(task);
+    } else {
+        let handle = tokio::spawn(task).abort_handle();
+        let replaced = broker.router.wills().insert(unit, handle);
+        if let Some(replaced) = replaced {
+            replaced.abort();
+        }
     }
 }
 
@@ -280,7 +450,9 @@ async fn authenticate(broker: &Broker, connect: &codec::Connect) -> Result<Uuid,
 
 /// Writes everything the connection sends. Deliveries wait while `window` QoS 1 messages are unsettled,
 /// so a unit that stops acknowledging fills its queue and is then cut off as too slow, never silently
-/// skipped.
+/// skipped. `resumed` holds a resumed session's messages: those in flight are sent again at once (DUP
+/// set, same packet ids), the queued ones before anything routed since. What is left unacknowledged or
+/// unsent when the connection ends is returned, for a persistent session to keep.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut write: W,
     version: Version,
@@ -288,51 +460,48 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut deliveries: mpsc::Receiver<Delivery>,
     conn: Arc<Conn>,
     window: usize,
-) {
-    let mut inflight: Vec<u16> = Vec::new();
-    let mut last_id: u16 = 0;
-    // What is left of a packet the writer was in the middle of when the connection was closed.
-    let unfinished: Vec<u8> = loop {
+    resumed: Held,
+) -> Leftover {
+    let Held {
+        mut inflight,
+        mut queued,
+    } = resumed;
+    let mut last_id: u16 = inflight.iter().map(|(id, _)| *id).max().unwrap_or(0);
+    // Redeliveries go out before anything else (MQTT 3.1.1 §4.4, MQTT 5 §4.4).
+    let mut redeliver: std::collections::VecDeque<Vec<u8>> = inflight
+        .iter()
+        .map(|(id, d)| {
+            codec::publish_with_id(version, &d.topic, &d.payload, d.retain, Some(*id), true)
+        })
+        .collect();
+    // What is left of a packet the writer was in the middle of when the connection was closed; `None`
+    // when the socket failed.
+    let unfinished: Option<Vec<u8>> = loop {
         let bytes = tokio::select! {
             biased;
-            () = conn.closing() => break Vec::new(),
+            () = conn.closing() => break Some(Vec::new()),
+            Some(bytes) = async { redeliver.pop_front() }, if !redeliver.is_empty() => bytes,
             next = control.recv() => match next {
                 Some(Control::Packet(bytes)) => bytes,
                 Some(Control::Settled(id)) => {
-                    inflight.retain(|&i| i != id);
+                    inflight.retain(|(i, _)| *i != id);
                     continue;
                 }
-                None => break Vec::new(),
+                None => break Some(Vec::new()),
             },
-            next = deliveries.recv(), if inflight.len() < window => match next {
-                Some(delivery) => {
-                    let packet_id = (delivery.qos > 0).then(|| {
-                        // Ids cycle through 1..=65535, skipping those still in flight.
-                        loop {
-                            last_id = last_id.checked_add(1).unwrap_or(1);
-                            if !inflight.contains(&last_id) {
-                                break last_id;
-                            }
-                        }
-                    });
-                    if let Some(id) = packet_id {
-                        inflight.push(id);
-                    }
-                    codec::publish_with_id(
-                        version,
-                        &delivery.topic,
-                        &delivery.payload,
-                        delivery.retain,
-                        packet_id,
-                    )
-                }
-                None => break Vec::new(),
+            Some(delivery) = async { queued.pop_front() }, if !queued.is_empty() && inflight.len() < window => {
+                encode(version, delivery, &mut inflight, &mut last_id)
+            }
+            next = deliveries.recv(), if queued.is_empty() && inflight.len() < window => match next {
+                Some(delivery) => encode(version, delivery, &mut inflight, &mut last_id),
+                None => break Some(Vec::new()),
             },
         };
         // Written piece by piece so that a close in the middle knows what is left: a DISCONNECT may only
         // follow a whole packet.
         let mut rest = &bytes[..];
         let mut interrupted = false;
+        let mut failed = false;
         while !rest.is_empty() {
             tokio::select! {
                 biased;
@@ -341,24 +510,72 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     break;
                 }
                 written = write.write(rest) => match written {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => {
+                        failed = true;
+                        break;
+                    }
                     Ok(n) => rest = &rest[n..],
                 },
             }
         }
+        if failed {
+            break None;
+        }
         if interrupted {
-            break rest.to_vec();
+            break Some(rest.to_vec());
         }
     };
-    let code = conn.reason();
-    let goodbye = async {
-        write.write_all(&unfinished).await?;
-        if version == Version::V5 && code != reason::NONE {
-            write.write_all(&codec::disconnect(code)).await?;
+    if let Some(unfinished) = unfinished {
+        let code = conn.reason();
+        let goodbye = async {
+            write.write_all(&unfinished).await?;
+            if version == Version::V5 && code != reason::NONE {
+                write.write_all(&codec::disconnect(code)).await?;
+            }
+            write.shutdown().await
+        };
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye).await;
+    }
+    // Acknowledgements the reader passed on before the connection closed still count.
+    while let Ok(item) = control.try_recv() {
+        if let Control::Settled(id) = item {
+            inflight.retain(|(i, _)| *i != id);
         }
-        write.shutdown().await
-    };
-    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye).await;
+    }
+    Leftover {
+        held: Held { inflight, queued },
+        deliveries,
+    }
+}
+
+/// Encodes a delivery, giving a QoS 1 one the next free packet id and a place in the in-flight window.
+fn encode(
+    version: Version,
+    delivery: Delivery,
+    inflight: &mut Vec<(u16, Delivery)>,
+    last_id: &mut u16,
+) -> Vec<u8> {
+    let packet_id = (delivery.qos > 0).then(|| {
+        // Ids cycle through 1..=65535, skipping those still in flight.
+        loop {
+            *last_id = last_id.checked_add(1).unwrap_or(1);
+            if !inflight.iter().any(|(i, _)| i == last_id) {
+                break *last_id;
+            }
+        }
+    });
+    let bytes = codec::publish_with_id(
+        version,
+        &delivery.topic,
+        &delivery.payload,
+        delivery.retain,
+        packet_id,
+        false,
+    );
+    if let Some(id) = packet_id {
+        inflight.push((id, delivery));
+    }
+    bytes
 }
 
 /// A publish handed to the completer, to route and acknowledge once committed.
@@ -436,7 +653,8 @@ struct Session {
     control: mpsc::Sender<Control>,
     deliveries: mpsc::Sender<Delivery>,
     conn: Arc<Conn>,
-    subscribed: Vec<String>,
+    /// Topics and granted QoS, as a persistent session keeps them.
+    subscribed: Vec<(String, u8)>,
     messages: Bucket,
     bytes: Bucket,
 }
@@ -462,7 +680,7 @@ impl Session {
                 () = self.conn.closing() => return End::Kicked,
                 frame = frame => match frame {
                     Err(()) => return End::KeepAlive,
-                    Ok(Err(DecodeError::Closed)) => return End::Clean,
+                    Ok(Err(DecodeError::Closed)) => return End::Closed,
                     Ok(Err(error)) => return End::Protocol(error),
                     Ok(Ok(frame)) => frame,
                 },
@@ -484,7 +702,7 @@ impl Session {
                 }
                 Packet::PubAck(packet_id) => self.control(Control::Settled(packet_id)).await,
                 Packet::PingReq => self.send(codec::pingresp()).await,
-                Packet::Disconnect => Some(End::Clean),
+                Packet::Disconnect { with_will } => Some(End::Disconnect { with_will }),
                 // QoS 2 is refused before any PUBREC, so its other packets can only be a protocol error.
                 Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => Some(End::Protocol(
                     DecodeError::Protocol("QoS 2 flow without a QoS 2 publish"),
@@ -577,7 +795,7 @@ impl Session {
             completions
         });
         if completions.send(pending).await.is_err() {
-            return Some(End::Clean);
+            return Some(End::Kicked);
         }
         None
     }
@@ -599,13 +817,14 @@ impl Session {
                     self.id,
                     Subscriber {
                         qos,
-                        deliveries: self.deliveries.clone(),
-                        conn: self.conn.clone(),
+                        target: Target::Live {
+                            deliveries: self.deliveries.clone(),
+                            conn: self.conn.clone(),
+                        },
                     },
                 );
-                if !self.subscribed.contains(filter) {
-                    self.subscribed.push(filter.clone());
-                }
+                self.subscribed.retain(|(s, _)| s != filter);
+                self.subscribed.push((filter.clone(), qos));
             }
         }
         if let Some(end) = self
@@ -651,23 +870,7 @@ impl Session {
                     subscriptions.remove(filter);
                 }
             }
-            self.subscribed.retain(|s| s != filter);
+            self.subscribed.retain(|(s, _)| s != filter);
         }
-    }
-
-    /// Forgets the connection; true when the unit still has another one open (it was taken over).
-    fn cleanup(&mut self) -> bool {
-        let filters = std::mem::take(&mut self.subscribed);
-        self.unsubscribe(&filters);
-        let mut connections = self.broker.router.connections();
-        if let Some(open) = connections.get_mut(&self.unit) {
-            open.remove(&self.id);
-            if open.is_empty() {
-                connections.remove(&self.unit);
-                return false;
-            }
-            return true;
-        }
-        false
     }
 }

@@ -152,6 +152,7 @@ impl Services {
                         max_total_bytes: config.bundle_max_total_bytes,
                     },
                     config.bundle_concurrency,
+                    std::time::Duration::from_secs(config.bundle_wait_seconds),
                 ),
                 federation,
                 federation_tap,

@@ -25,26 +25,26 @@ use crate::services::units::{env::StoredEnv, schema_json};
 const CHUNK: usize = 64 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// How long a download waits for one of the `bundle_concurrency` builds before it is refused.
-const BUILD_WAIT: Duration = Duration::from_secs(30);
-
 /// What bundles may hold and how many are built at once: each build holds at most one blob (up to
 /// `bundle_max_file_bytes`) in memory, so memory stays bounded by the two together.
 pub struct BundleBuilds {
     limits: BundleLimits,
     permits: Arc<Semaphore>,
+    /// How long a download waits for a build slot before it is refused (`bundle_wait_seconds`).
+    wait: Duration,
 }
 
 impl BundleBuilds {
-    pub fn new(limits: BundleLimits, concurrency: usize) -> Self {
+    pub fn new(limits: BundleLimits, concurrency: usize, wait: Duration) -> Self {
         Self {
             limits,
             permits: Arc::new(Semaphore::new(concurrency)),
+            wait,
         }
     }
 
     async fn permit(&self) -> Result<OwnedSemaphorePermit> {
-        match tokio::time::timeout(BUILD_WAIT, self.permits.clone().acquire_owned()).await {
+        match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
                 tracing::warn!("bundle refused: every build slot stayed busy");

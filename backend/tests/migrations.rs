@@ -18,7 +18,7 @@ async fn table_exists(db: &sea_orm::DatabaseConnection, table: &str) -> bool {
     db.query_one(&probe).await.is_ok()
 }
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 15] = [
     "users",
     "instance_settings",
     "repo_units",
@@ -29,6 +29,11 @@ const TABLES: [&str; 10] = [
     "unit_logs",
     "unit_node_values",
     "federation_peers",
+    "alert_channels",
+    "telegram_link_codes",
+    "alert_rules",
+    "alerts",
+    "alert_deliveries",
 ];
 
 #[tokio::test]

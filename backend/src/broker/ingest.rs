@@ -312,6 +312,18 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, 
         // Connections first: they are waiting on this commit.
         for job in batch.drain(..) {
             let _ = job.done.send(ok);
+            if ok {
+                // Alerting never holds ingestion up: a value no rule watches is skipped at a hash
+                // look-up, a watched one is queued without waiting.
+                let alerts = services.alerts();
+                match job.item.sink {
+                    Sink::Value(node) => {
+                        alerts.observe_value(job.item.unit, node, &job.item.payload, job.item.at)
+                    }
+                    Sink::State => alerts.observe_state(job.item.unit, &job.item.payload),
+                    Sink::Log => {}
+                }
+            }
         }
         for event in live.drain(..) {
             services.live().send(event);

@@ -205,6 +205,7 @@ where
         .services()
         .live()
         .send(LiveEvent::Presence { unit, online: true });
+    broker.services().alerts().observe_presence(unit, true);
     let limits = &broker.limits;
     let mut session = Session {
         broker: broker.clone(),
@@ -261,6 +262,7 @@ where
             unit,
             online: false,
         });
+        broker.services().alerts().observe_presence(unit, false);
     }
 }
 

@@ -1,9 +1,16 @@
 //! sea-orm entities: one module per table of the `pepeunit-migrations` schema.
 
+pub mod alert_channels;
+pub mod alert_deliveries;
+pub mod alert_rules;
+pub mod alerts;
+pub mod board_items;
+pub mod boards;
 pub mod instance_settings;
 pub mod permissions;
 pub mod repo_units;
 pub mod rollouts;
+pub mod telegram_link_codes;
 pub mod unit_logs;
 pub mod unit_node_edges;
 pub mod unit_node_values;

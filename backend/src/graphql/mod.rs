@@ -1,5 +1,7 @@
 //! The GraphQL open API: thin resolvers over the services, one merged schema.
 
+mod alerts;
+mod boards;
 mod live;
 mod repo_units;
 mod settings;
@@ -24,6 +26,8 @@ pub struct QueryRoot(
     settings::SettingsQuery,
     repo_units::RepoUnitQuery,
     units::UnitQuery,
+    alerts::AlertQuery,
+    boards::BoardQuery,
 );
 
 /// Every mutation.
@@ -33,6 +37,8 @@ pub struct MutationRoot(
     settings::SettingsMutation,
     repo_units::RepoUnitMutation,
     units::UnitMutation,
+    alerts::AlertMutation,
+    boards::BoardMutation,
 );
 
 /// The schema type served at `/graphql`.

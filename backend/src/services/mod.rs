@@ -2,6 +2,8 @@
 
 pub mod access;
 pub mod actor;
+pub mod alerts;
+pub mod boards;
 pub mod login_throttle;
 pub mod passwords;
 pub mod repo_sync;
@@ -43,6 +45,7 @@ struct Inner {
     live: units::live::LiveFeed,
     firmware_hashes: units::bundle::FirmwareHashes,
     bundle_builds: units::bundle::BundleBuilds,
+    alerts: alerts::Alerting,
 }
 
 /// What units are generated with.
@@ -110,6 +113,7 @@ impl Services {
                     },
                     config.bundle_concurrency,
                 ),
+                alerts: alerts::Alerting::new(config),
             }),
         })
     }
@@ -166,6 +170,11 @@ impl Services {
     /// Live values, state, logs and presence for browsers.
     pub fn live(&self) -> &units::live::LiveFeed {
         &self.inner.live
+    }
+
+    /// Alert rules' queue of observations, and the outbox's wake-up.
+    pub fn alerts(&self) -> &alerts::Alerting {
+        &self.inner.alerts
     }
 
     /// Sync state and the repository event stream.

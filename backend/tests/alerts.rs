@@ -569,3 +569,45 @@ async fn a_board_button_sets_the_input_over_mqtt_and_a_user_without_write_access
         "1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_rollout_gives_one_message() {
+    let stub = TelegramStub::start().await;
+    let fx = setup(&stub).await;
+    link(&fx, &stub, &fx.token, 9001).await;
+    let v1 = common::git::git(&fx.source.work, &["rev-parse", "HEAD"]);
+    fx.create_unit(
+        &fx.token,
+        json!({ "name": "Pinned", "followsDefaultBranch": false, "branch": "main", "commit": v1 }),
+    )
+    .await;
+    fx.source.write("main.py", "print('v2')\n");
+    let v2 = fx.source.commit("v2");
+    fx.push_and_sync().await;
+    rule(
+        &fx,
+        json!({ "kind": "ROLLOUT_HALTED", "repoUnitUuid": fx.repo_unit }),
+    )
+    .await;
+    // The one unit never reports: its wave times out, 1 of 1 failed, above 0%.
+    gql(
+        &fx,
+        &fx.token,
+        "mutation($i: StartRolloutInput!) { startRollout(input: $i) { uuid } }",
+        json!({ "i": { "repoUnitUuid": fx.repo_unit, "commit": v2, "batchSize": 1,
+                       "maxFailureRatio": 0.0, "waveTimeoutSeconds": 1 } }),
+    )
+    .await;
+    let halted = stub.wait_for(9001, 0, |t| t.contains("halted")).await;
+    assert!(
+        halted.contains("the rollout of Firmware halted at ") && halted.contains("1 of 1"),
+        "{halted}"
+    );
+    assert_eq!(
+        stub.sent(9001)
+            .iter()
+            .filter(|t| t.contains("halted"))
+            .count(),
+        1
+    );
+}

@@ -26,8 +26,10 @@ const HELP: &str = "Commands:
 const NOT_LINKED: &str = "This chat is not linked to a Pepeunit account. Create a link code in the web app \
                           (or with the createTelegramLinkCode mutation) and send /start <code>.";
 
-/// Answers one message.
-pub(crate) async fn handle(services: &Services, chat: i64, text: &str) -> Answer {
+/// Answers one message sent by the Telegram user `from` in `chat`. Commands run as the account `from`
+/// linked in their private chat (whose id is theirs), so in a group each member acts with their own rights,
+/// never with those of who linked the group.
+pub(crate) async fn handle(services: &Services, chat: i64, from: i64, text: &str) -> Answer {
     let text = text.trim();
     let (command, args) = text
         .split_once(char::is_whitespace)
@@ -43,7 +45,7 @@ pub(crate) async fn handle(services: &Services, chat: i64, text: &str) -> Answer
         "start" => start(services, chat, args).await.into(),
         "help" => HELP.to_owned().into(),
         _ => {
-            let linked = match alerts::chat_actor(services, chat).await {
+            let linked = match alerts::chat_actor(services, from).await {
                 Ok(linked) => linked,
                 Err(error) => return error.public_message().into(),
             };
@@ -61,9 +63,15 @@ pub(crate) async fn handle(services: &Services, chat: i64, text: &str) -> Answer
                 "set" => set(services, &actor, args).await,
                 "update" => update(services, &actor, args).await,
                 "alerts" => rules(services, &actor, args).await,
-                "unlink" => alerts::unlink_chat(services, chat)
+                "unlink" => alerts::unlink_chat(services, &actor, chat)
                     .await
-                    .map(|_| "Unlinked: this chat gets no more alerts.".to_owned()),
+                    .map(|unlinked| {
+                        if unlinked {
+                            "Unlinked: this chat gets no more alerts.".to_owned()
+                        } else {
+                            "This chat is not linked to your account.".to_owned()
+                        }
+                    }),
                 _ => Ok(format!("Unknown command.\n\n{HELP}")),
             };
             answer.unwrap_or_else(|error| error.public_message()).into()

@@ -198,7 +198,12 @@ impl Telegram {
                     return;
                 };
                 let chat = message.chat.id.0;
-                let answer = commands::handle(services, chat, text).await;
+                let from = message
+                    .from
+                    .as_ref()
+                    .and_then(|user| i64::try_from(user.id.0).ok())
+                    .unwrap_or(chat);
+                let answer = commands::handle(services, chat, from, text).await;
                 self.reply(chat, answer, None).await;
             }
             UpdateKind::CallbackQuery(query) => {

@@ -235,24 +235,22 @@ impl Evaluator {
             return Ok(());
         };
         match kind(&rule) {
-            Some(RuleKind::NoValue) => {
-                if rule.state == FIRING {
-                    let (unit, variable) = self.names(&rule).await?;
-                    let message = format!(
-                        "✅ {unit}: {variable} has values again: {value} at {}",
-                        time(at)
-                    );
-                    self.transition(
-                        &rule,
-                        RESOLVED,
-                        NORMAL,
-                        Some(value.to_owned()),
-                        None,
-                        message,
-                        at,
-                    )
-                    .await?;
-                }
+            Some(RuleKind::NoValue) if rule.state == FIRING => {
+                let (unit, variable) = self.names(&rule).await?;
+                let message = format!(
+                    "✅ {unit}: {variable} has values again: {value} at {}",
+                    time(at)
+                );
+                self.transition(
+                    &rule,
+                    RESOLVED,
+                    NORMAL,
+                    Some(value.to_owned()),
+                    None,
+                    message,
+                    at,
+                )
+                .await?;
             }
             Some(RuleKind::Above | RuleKind::Below) => {
                 let Some((past, back)) = number(value).and_then(|v| Self::judge(&rule, v)) else {
@@ -417,10 +415,8 @@ impl Evaluator {
             }
             let timeout = chrono::Duration::seconds(i64::from(rule.timeout_seconds.unwrap_or(0)));
             match kind(&rule) {
-                Some(RuleKind::Above | RuleKind::Below) => {
-                    if self.since.contains_key(&uuid) {
-                        self.try_fire_threshold(uuid, now).await?;
-                    }
+                Some(RuleKind::Above | RuleKind::Below) if self.since.contains_key(&uuid) => {
+                    self.try_fire_threshold(uuid, now).await?;
                 }
                 Some(RuleKind::Offline) => {
                     let Some(since) = self.since.get(&uuid).copied() else {
@@ -617,5 +613,56 @@ impl Evaluator {
         }
         self.services.alerts().outbox_changed();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(kind: &str, threshold: f64, hysteresis: f64) -> alert_rules::Model {
+        let now = Utc::now();
+        alert_rules::Model {
+            uuid: Uuid::new_v4(),
+            user_uuid: Uuid::new_v4(),
+            kind: kind.to_owned(),
+            unit_uuid: None,
+            node_uuid: None,
+            repo_unit_uuid: None,
+            threshold: Some(threshold),
+            hysteresis,
+            min_duration_seconds: 0,
+            cooldown_seconds: 0,
+            timeout_seconds: None,
+            muted_until: None,
+            state: NORMAL.to_owned(),
+            last_fired_at: None,
+            last_detail: None,
+            updated_at: now,
+            created_at: now,
+        }
+    }
+
+    #[test]
+    fn a_value_fires_past_the_threshold_and_is_normal_only_back_by_the_hysteresis() {
+        let above = rule("above", 30.0, 2.0);
+        // (past the threshold, back by the hysteresis)
+        assert_eq!(Evaluator::judge(&above, 30.5), Some((true, false)));
+        assert_eq!(Evaluator::judge(&above, 30.0), Some((false, false)));
+        assert_eq!(Evaluator::judge(&above, 28.5), Some((false, false)));
+        assert_eq!(Evaluator::judge(&above, 28.0), Some((false, true)));
+        let below = rule("below", -10.0, 1.0);
+        assert_eq!(Evaluator::judge(&below, -10.5), Some((true, false)));
+        assert_eq!(Evaluator::judge(&below, -9.5), Some((false, false)));
+        assert_eq!(Evaluator::judge(&below, -9.0), Some((false, true)));
+        assert_eq!(Evaluator::judge(&rule("offline", 0.0, 0.0), 1.0), None);
+    }
+
+    #[test]
+    fn only_finite_numbers_are_values() {
+        assert_eq!(number(" 21.5 "), Some(21.5));
+        assert_eq!(number("on"), None);
+        assert_eq!(number("NaN"), None);
+        assert_eq!(number("inf"), None);
     }
 }

@@ -11,10 +11,10 @@ pub mod evaluate;
 
 use std::collections::HashSet;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{LazyLock, Mutex, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
+use prometheus_client::metrics::counter::Counter;
 use rand::RngCore;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
@@ -150,6 +150,9 @@ pub enum Observation {
     RulesChanged(Option<oneshot::Sender<()>>),
 }
 
+/// Values not evaluated because the evaluator's queue was full (`/metrics`).
+pub static OBSERVATIONS_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
+
 /// What rules currently watch, so producers hand over only what matters.
 #[derive(Default)]
 struct Watched {
@@ -174,7 +177,6 @@ pub struct Alerting {
     sender: mpsc::Sender<Observation>,
     receiver: Mutex<Option<mpsc::Receiver<Observation>>>,
     watched: RwLock<Watched>,
-    dropped: AtomicU64,
     outbox: Notify,
     settings: AlertSettings,
 }
@@ -186,7 +188,6 @@ impl Alerting {
             sender,
             receiver: Mutex::new(Some(receiver)),
             watched: RwLock::default(),
-            dropped: AtomicU64::new(0),
             outbox: Notify::new(),
             settings: AlertSettings {
                 rules_per_user: config.alert_rules_per_user,
@@ -221,7 +222,7 @@ impl Alerting {
     }
 
     /// Hands a committed value to the evaluator if a rule watches its variable; never waits (a full queue
-    /// drops it and counts it in [`Alerting::dropped`]).
+    /// drops it and counts it in [`OBSERVATIONS_DROPPED`]).
     pub fn observe_value(&self, unit: Uuid, node: Uuid, payload: &[u8], at: DateTime<Utc>) {
         if !self.watched().nodes.contains(&node) {
             return;
@@ -237,7 +238,7 @@ impl Alerting {
             })
             .is_err()
         {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            OBSERVATIONS_DROPPED.inc();
         }
     }
 
@@ -289,11 +290,6 @@ impl Alerting {
         let (done, reloaded) = oneshot::channel();
         self.send_rare(Observation::RulesChanged(Some(done)));
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), reloaded).await;
-    }
-
-    /// Values dropped because the evaluator's queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Wakes the delivery worker: the outbox has new rows.
@@ -653,10 +649,12 @@ pub async fn chat_actor(services: &Services, chat: i64) -> Result<Option<(Actor,
     user_actor(services, channel.user_uuid).await
 }
 
-/// Unlinks a chat; whether it was linked.
-pub async fn unlink_chat(services: &Services, chat: i64) -> Result<bool> {
+/// Unlinks a chat linked to `actor`; whether it was.
+pub async fn unlink_chat(services: &Services, actor: &Actor, chat: i64) -> Result<bool> {
+    let user = actor.require_user()?;
     Ok(alert_channels::Entity::delete_many()
         .filter(alert_channels::Column::TelegramChatId.eq(chat))
+        .filter(alert_channels::Column::UserUuid.eq(user.id.as_uuid()))
         .exec(services.db())
         .await?
         .rows_affected

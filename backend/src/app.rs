@@ -30,6 +30,10 @@ pub enum StartError {
     Secrets(#[from] SecretsError),
     #[error(transparent)]
     Database(#[from] DbStartError),
+    #[error(transparent)]
+    Telegram(#[from] crate::telegram::TelegramError),
+    #[error("cannot set up the webhook client: {0}")]
+    Webhooks(String),
     #[error("cannot listen on mqtt_tls_bind (PEPEUNIT_MQTT_TLS_BIND) {addr}: {cause}")]
     MqttTlsBind {
         addr: SocketAddr,
@@ -56,6 +60,8 @@ pub struct App {
     unit_events: tokio::sync::broadcast::Receiver<UnitEvent>,
     /// Scheduled backups need the whole configuration (secrets, data dir, database).
     config: Config,
+    alert_transports: crate::services::alerts::deliver::Transports,
+    telegram: Option<Arc<crate::telegram::Telegram>>,
 }
 
 /// Checks the TLS files, opens the database, applies migrations and loads the instance secrets. Binds
@@ -74,6 +80,15 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     db::migrate(&db).await?;
     let secrets = InstanceSecrets::load_or_create(&config)?;
     let services = Services::new(&config, db, secrets)?;
+    let telegram = crate::telegram::Telegram::from_config(&config)?;
+    let webhooks = crate::alert_webhooks::Webhooks::new(config.allow_local_remotes)
+        .map_err(|e| StartError::Webhooks(e.to_string()))?;
+    let alert_transports = crate::services::alerts::deliver::Transports {
+        telegram: telegram
+            .clone()
+            .map(|t| t as Arc<dyn crate::services::alerts::deliver::AlertTransport>),
+        webhook: Some(Arc::new(webhooks)),
+    };
     let unit_events = services.unit_events().subscribe();
     let counters = crate::limits::LimitCounters::default();
     let broker = Broker::new(
@@ -103,6 +118,8 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         mqtt_tls_listener: None,
         unit_events,
         config,
+        alert_transports,
+        telegram,
     })
 }
 
@@ -256,6 +273,18 @@ impl App {
             tracing::warn!(%error, "restoring retained messages failed");
         }
         let federation = self.start_federation();
+        let evaluator = tokio::spawn(crate::services::alerts::evaluate::run(
+            self.state.services.clone(),
+        ));
+        let outbox = tokio::spawn(crate::services::alerts::deliver::run(
+            self.state.services.clone(),
+            self.alert_transports.clone(),
+        ));
+        let bot = self
+            .telegram
+            .as_ref()
+            .map(|bot| bot.start(self.state.services.clone()))
+            .unwrap_or_default();
         let commands = tokio::spawn(crate::broker::commands::run(
             self.broker.clone(),
             self.unit_events,
@@ -296,7 +325,9 @@ impl App {
         log_purge.abort();
         backups.abort();
         commands.abort();
-        for task in federation {
+        evaluator.abort();
+        outbox.abort();
+        for task in federation.into_iter().chain(bot) {
             task.abort();
         }
         mqtt.abort();

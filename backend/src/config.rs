@@ -139,6 +139,11 @@ pub struct Config {
     pub federation_flush_interval_ms: u64,
     pub federation_max_batch: usize,
     pub federation_max_pending_per_peer: usize,
+    pub telegram_bot_token: Option<Secret>,
+    pub telegram_api_url: Option<String>,
+    pub alert_rules_per_user: u32,
+    pub alert_webhooks_per_user: u32,
+    pub alert_channel_max_failures: u32,
 }
 
 impl Default for Config {
@@ -213,6 +218,11 @@ impl Default for Config {
             federation_flush_interval_ms: 100,
             federation_max_batch: 1000,
             federation_max_pending_per_peer: 10_000,
+            telegram_bot_token: None,
+            telegram_api_url: None,
+            alert_rules_per_user: 200,
+            alert_webhooks_per_user: 10,
+            alert_channel_max_failures: 10,
         }
     }
 }
@@ -596,6 +606,36 @@ pub struct ConfigArgs {
     #[arg(long, env = "PEPEUNIT_FEDERATION_MAX_PENDING_PER_PEER", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub federation_max_pending_per_peer: Option<usize>,
+
+    /// Token of the Telegram bot (from BotFather) that sends alerts and answers commands; without it there is no bot [default: none]
+    #[arg(
+        long,
+        env = "PEPEUNIT_TELEGRAM_BOT_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telegram_bot_token: Option<String>,
+
+    /// Base URL of the Telegram Bot API (a self-hosted Bot API server) [default: https://api.telegram.org]
+    #[arg(long, env = "PEPEUNIT_TELEGRAM_API_URL", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telegram_api_url: Option<String>,
+
+    /// Most alert rules one user may have [default: 200]
+    #[arg(long, env = "PEPEUNIT_ALERT_RULES_PER_USER", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_rules_per_user: Option<u32>,
+
+    /// Most webhook channels one user may have [default: 10]
+    #[arg(long, env = "PEPEUNIT_ALERT_WEBHOOKS_PER_USER", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_webhooks_per_user: Option<u32>,
+
+    /// Failed deliveries in a row after which an alert channel is paused, with the last error as its reason [default: 10]
+    #[arg(long, env = "PEPEUNIT_ALERT_CHANNEL_MAX_FAILURES", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_channel_max_failures: Option<u32>,
 }
 
 /// Where units reach this instance, as written into their env.json.
@@ -648,6 +688,19 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.telegram_api_url
+            && url::Url::parse(url).is_err()
+        {
+            return Err(ConfigError(
+                "telegram_api_url (PEPEUNIT_TELEGRAM_API_URL) is not a URL".into(),
+            ));
+        }
+        if self.alert_channel_max_failures == 0 {
+            return Err(ConfigError(
+                "alert_channel_max_failures (PEPEUNIT_ALERT_CHANNEL_MAX_FAILURES) must be positive"
+                    .into(),
+            ));
+        }
         if self.access_token_ttl_seconds == 0 || self.refresh_token_ttl_seconds == 0 {
             return Err(ConfigError("token lifetimes must be positive".into()));
         }

@@ -18,7 +18,7 @@ async fn table_exists(db: &sea_orm::DatabaseConnection, table: &str) -> bool {
     db.query_one(&probe).await.is_ok()
 }
 
-const TABLES: [&str; 15] = [
+const TABLES: &[&str] = &[
     "users",
     "instance_settings",
     "repo_units",
@@ -34,6 +34,13 @@ const TABLES: [&str; 15] = [
     "federation_remote_units",
     "federation_remote_outputs",
     "federation_remote_links",
+    "alert_channels",
+    "telegram_link_codes",
+    "alert_rules",
+    "alerts",
+    "alert_deliveries",
+    "boards",
+    "board_items",
 ];
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod m20261123_000003_unit_pins;
 mod m20261123_000004_rollouts;
 mod m20261128_000005_data_indexes;
 mod m20261128_000010_federation;
+mod m20261128_000020_alerts;
 
 /// Runs the Pepeunit migrations in order.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_rollouts::Migration),
             Box::new(m20261128_000005_data_indexes::Migration),
             Box::new(m20261128_000010_federation::Migration),
+            Box::new(m20261128_000020_alerts::Migration),
         ]
     }
 }

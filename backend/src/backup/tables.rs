@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BackupError;
 use crate::entities::{
+    alert_channels, alert_deliveries, alert_rules, alerts, board_items, boards,
     federation_followers, federation_keys, federation_peers, federation_remote_links,
     federation_remote_outputs, federation_remote_units, instance_settings, permissions, repo_units,
     rollouts, unit_logs, unit_node_edges, unit_node_values, unit_nodes, units, update_attempts,
@@ -52,10 +53,22 @@ pub const TABLES: &[&str] = &[
     "federation_remote_units",
     "federation_remote_outputs",
     "federation_remote_links",
+    "alert_channels",
+    "alert_rules",
+    "alerts",
+    "alert_deliveries",
+    "boards",
+    "board_items",
 ];
 
 /// Tables whose primary key is a PostgreSQL sequence that must move past the restored ids.
-const SERIAL_TABLES: &[&str] = &["update_attempts", "unit_logs", "unit_node_values"];
+const SERIAL_TABLES: &[&str] = &[
+    "update_attempts",
+    "unit_logs",
+    "unit_node_values",
+    "alert_deliveries",
+    "board_items",
+];
 
 /// The first line of a table file.
 #[derive(Serialize, Deserialize)]
@@ -134,6 +147,30 @@ macro_rules! with_entity {
             }
             "federation_remote_links" => {
                 type $e = federation_remote_links::Entity;
+                $body
+            }
+            "alert_channels" => {
+                type $e = alert_channels::Entity;
+                $body
+            }
+            "alert_rules" => {
+                type $e = alert_rules::Entity;
+                $body
+            }
+            "alerts" => {
+                type $e = alerts::Entity;
+                $body
+            }
+            "alert_deliveries" => {
+                type $e = alert_deliveries::Entity;
+                $body
+            }
+            "boards" => {
+                type $e = boards::Entity;
+                $body
+            }
+            "board_items" => {
+                type $e = board_items::Entity;
                 $body
             }
             other => Err(BackupError::Invalid(format!("unknown table {other}"))),
@@ -388,8 +425,9 @@ mod tests {
 
     use super::TABLES;
 
-    /// Tables a backup leaves out on purpose: the migrator's own bookkeeping.
-    const NOT_BACKED_UP: &[&str] = &["seaql_migrations"];
+    /// Tables a backup leaves out on purpose: the migrator's own bookkeeping, and Telegram link codes
+    /// (single-use and short-lived: a restore must not bring one back).
+    const NOT_BACKED_UP: &[&str] = &["seaql_migrations", "telegram_link_codes"];
 
     /// A table added by a migration but not to [`TABLES`] would silently be missing from every backup.
     #[tokio::test]

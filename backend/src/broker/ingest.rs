@@ -329,13 +329,23 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, 
         // Connections first: they are waiting on this commit. Then federation, which never waits.
         for job in batch.drain(..) {
             let _ = job.done.send(ok);
-            if let (true, Sink::Value(node)) = (ok, job.item.sink) {
-                services.federation_tap().offer(
-                    job.item.unit,
-                    node,
-                    &job.item.payload,
-                    job.item.at,
-                );
+            if ok {
+                // Alerting and federation never hold ingestion up: a value no rule or peer watches is
+                // skipped at a hash look-up, a watched one is queued without waiting.
+                let alerts = services.alerts();
+                match job.item.sink {
+                    Sink::Value(node) => {
+                        alerts.observe_value(job.item.unit, node, &job.item.payload, job.item.at);
+                        services.federation_tap().offer(
+                            job.item.unit,
+                            node,
+                            &job.item.payload,
+                            job.item.at,
+                        );
+                    }
+                    Sink::State => alerts.observe_state(job.item.unit, &job.item.payload),
+                    Sink::Log => {}
+                }
             }
         }
         for event in live.drain(..) {

@@ -271,6 +271,7 @@ where
         .services()
         .live()
         .send(LiveEvent::Presence { unit, online: true });
+    broker.services().alerts().observe_presence(unit, true);
     let limits = &broker.limits;
     let mut session = Session {
         broker: broker.clone(),
@@ -348,6 +349,7 @@ where
             unit,
             online: false,
         });
+        broker.services().alerts().observe_presence(unit, false);
     }
 }
 

@@ -1,5 +1,11 @@
 //! sea-orm entities: one module per table of the `pepeunit-migrations` schema.
 
+pub mod alert_channels;
+pub mod alert_deliveries;
+pub mod alert_rules;
+pub mod alerts;
+pub mod board_items;
+pub mod boards;
 pub mod federation_followers;
 pub mod federation_keys;
 pub mod federation_peers;
@@ -10,6 +16,7 @@ pub mod instance_settings;
 pub mod permissions;
 pub mod repo_units;
 pub mod rollouts;
+pub mod telegram_link_codes;
 pub mod unit_logs;
 pub mod unit_node_edges;
 pub mod unit_node_values;

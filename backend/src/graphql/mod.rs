@@ -1,5 +1,7 @@
 //! The GraphQL open API: thin resolvers over the services, one merged schema.
 
+mod alerts;
+mod boards;
 mod federation;
 mod live;
 mod repo_units;
@@ -26,6 +28,8 @@ pub struct QueryRoot(
     repo_units::RepoUnitQuery,
     units::UnitQuery,
     federation::FederationQuery,
+    alerts::AlertQuery,
+    boards::BoardQuery,
 );
 
 /// Every mutation.
@@ -36,6 +40,8 @@ pub struct MutationRoot(
     repo_units::RepoUnitMutation,
     units::UnitMutation,
     federation::FederationMutation,
+    alerts::AlertMutation,
+    boards::BoardMutation,
 );
 
 /// The schema type served at `/graphql`.

@@ -57,6 +57,11 @@ impl Metrics {
             "Publishes refused or held back by a per-unit ingestion limit, by limit",
             crate::broker::ingest::LIMITS_HIT.clone(),
         );
+        registry.register(
+            "alert_observations_dropped",
+            "Values no alert rule evaluated because the evaluator's queue was full",
+            crate::services::alerts::OBSERVATIONS_DROPPED.clone(),
+        );
         Self {
             registry,
             requests,

@@ -2,6 +2,8 @@
 
 pub mod access;
 pub mod actor;
+pub mod alerts;
+pub mod boards;
 pub mod federation;
 pub mod login_throttle;
 pub mod passwords;
@@ -48,6 +50,7 @@ pub(crate) struct Inner {
     federation_tap: Arc<pepeunit_federation::outbox::Tap>,
     federation_host: Arc<federation::host::ServerHost>,
     federation_channels: std::sync::Mutex<Option<FederationChannels>>,
+    alerts: alerts::Alerting,
 }
 
 /// What the server's tasks read: values for the outbox, values from peers for the broker.
@@ -161,6 +164,7 @@ impl Services {
                     offers,
                     remote_values,
                 })),
+                alerts: alerts::Alerting::new(config),
             }),
         };
         federation_host.attach(Arc::downgrade(&services.inner));
@@ -248,6 +252,11 @@ impl Services {
     /// Live values, state, logs and presence for browsers.
     pub fn live(&self) -> &units::live::LiveFeed {
         &self.inner.live
+    }
+
+    /// Alert rules' queue of observations, and the outbox's wake-up.
+    pub fn alerts(&self) -> &alerts::Alerting {
+        &self.inner.alerts
     }
 
     /// Sync state and the repository event stream.

@@ -365,7 +365,14 @@ async fn drive(services: &Services, uuid: Uuid) -> Result<()> {
                 .one(services.db())
                 .await?
                 .ok_or(Error::NotFound("rollout"))?;
-            return set_status(services, row, HALTED, wave, Some(detail)).await;
+            let repo_unit = row.repo_unit_uuid;
+            let halted = set_status(services, row, HALTED, wave, Some(detail.clone())).await;
+            if halted.is_ok() {
+                services
+                    .alerts()
+                    .observe_rollout_halted(uuid, repo_unit, &detail);
+            }
+            return halted;
         }
     }
 }

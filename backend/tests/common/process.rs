@@ -1,0 +1,79 @@
+//! The server as a child process of the test, for tests that kill it with SIGKILL and start it again on
+//! the same ports and database.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::TestDb;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `pepeunit serve`; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub http: u16,
+    pub mqtt: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `pepeunit` binary on `db`'s data directory and database, with nothing else from the environment.
+pub fn pepeunit(db: &TestDb) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pepeunit"));
+    command
+        .env_clear()
+        .env("PEPEUNIT_DATA_DIR", db.data_dir())
+        .env("PEPEUNIT_LOG_LEVEL", "warn")
+        .stdin(Stdio::null());
+    if let Some(url) = &db.url {
+        command.env("PEPEUNIT_DATABASE_URL", url);
+    }
+    command
+}
+
+/// Starts `command` on these ports (a restart keeps them, as topics carry the instance's address) and
+/// waits, at most `within`, until both accept connections.
+pub fn start(mut command: Command, http: u16, mqtt: u16, within: Duration) -> Server {
+    let child = command
+        .env("PEPEUNIT_HTTP_BIND", format!("127.0.0.1:{http}"))
+        .env("PEPEUNIT_MQTT_BIND", format!("127.0.0.1:{mqtt}"))
+        .env("PEPEUNIT_PUBLIC_URL", format!("http://127.0.0.1:{http}"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, http, mqtt };
+    let deadline = Instant::now() + within;
+    for port in [http, mqtt] {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    server
+}
+
+/// A GraphQL request that must succeed; its `data`.
+pub async fn gql(server: &Server, token: Option<&str>, query: &str, variables: Value) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/graphql", server.http))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    assert!(body["errors"].is_null(), "{query}: {body}");
+    body["data"].clone()
+}

@@ -5,28 +5,79 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestDb;
 use common::git::SourceRepo;
-use common::process::{self, Server, free_port, gql};
 use common::telegram::{Failure, TOKEN, TelegramStub};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const PASSWORD: &str = "a-long-admin-password";
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    http: u16,
+    mqtt: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn pepeunit(db: &TestDb, stub: &TelegramStub) -> Command {
-    let mut command = process::pepeunit(db);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pepeunit"));
     command
+        .env_clear()
+        .env("PEPEUNIT_DATA_DIR", db.data_dir())
+        .env("PEPEUNIT_LOG_LEVEL", "warn")
         .env("PEPEUNIT_TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("PEPEUNIT_TELEGRAM_API_URL", &stub.url);
+        .env("PEPEUNIT_TELEGRAM_API_URL", &stub.url)
+        .stdin(Stdio::null());
+    if let Some(url) = &db.url {
+        command.env("PEPEUNIT_DATABASE_URL", url);
+    }
     command
 }
 
 fn start(db: &TestDb, stub: &TelegramStub, http: u16, mqtt: u16) -> Server {
-    process::start(pepeunit(db, stub), http, mqtt, Duration::from_secs(60))
+    let child = pepeunit(db, stub)
+        .env("PEPEUNIT_HTTP_BIND", format!("127.0.0.1:{http}"))
+        .env("PEPEUNIT_MQTT_BIND", format!("127.0.0.1:{mqtt}"))
+        .env("PEPEUNIT_PUBLIC_URL", format!("http://127.0.0.1:{http}"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, http, mqtt }
+}
+
+async fn gql(server: &Server, token: Option<&str>, query: &str, variables: Value) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/graphql", server.http))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    assert!(body["errors"].is_null(), "{query}: {body}");
+    body["data"].clone()
 }
 
 /// Publishes one QoS 1 value and waits for its PUBACK.

@@ -6,27 +6,80 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::TestDb;
 use common::git::SourceRepo;
-use common::process::{self, Server, free_port, gql};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const PASSWORD: &str = "a-long-admin-password";
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    http: u16,
+    mqtt: u16,
+}
+
 fn pepeunit(db: &TestDb) -> Command {
-    let mut command = process::pepeunit(db);
-    command.env("PEPEUNIT_ALLOW_LOCAL_REMOTES", "true");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pepeunit"));
+    command
+        .env_clear()
+        .env("PEPEUNIT_DATA_DIR", db.data_dir())
+        .env("PEPEUNIT_ALLOW_LOCAL_REMOTES", "true")
+        .env("PEPEUNIT_LOG_LEVEL", "warn")
+        .stdin(Stdio::null());
+    if let Some(url) = &db.url {
+        command.env("PEPEUNIT_DATABASE_URL", url);
+    }
     command
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the server on these ports: a restart keeps them, as topics carry the instance's address.
 fn start(db: &TestDb, http: u16, mqtt: u16) -> Server {
-    process::start(pepeunit(db), http, mqtt, Duration::from_secs(30))
+    let child = pepeunit(db)
+        .env("PEPEUNIT_HTTP_BIND", format!("127.0.0.1:{http}"))
+        .env("PEPEUNIT_MQTT_BIND", format!("127.0.0.1:{mqtt}"))
+        .env("PEPEUNIT_PUBLIC_URL", format!("http://127.0.0.1:{http}"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", mqtt)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, http, mqtt }
+}
+
+async fn gql(server: &Server, token: Option<&str>, query: &str, variables: Value) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/graphql", server.http))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    assert!(body["errors"].is_null(), "{query}: {body}");
+    body["data"].clone()
 }
 
 async fn client(server: &Server, unit: &str, token: &str) -> (AsyncClient, rumqttc::EventLoop) {

@@ -1,8 +1,8 @@
 // The browser test of federation in the web app, against two real instances A and B that
-// backend/tests/browser.rs starts (A has asked B to peer; a unit "greenhouse" on B has published a value;
-// alice on A has a unit "display").
+// backend/tests/browser.rs starts (a unit "greenhouse" on B has published a value; alice on A has a unit
+// "display").
 //
-// B's admin sees A's request in the Federation panel and accepts it; alice on A pastes the greenhouse's
+// A's admin asks B to peer in the Federation panel; B's admin sees the request there and accepts it; alice on A pastes the greenhouse's
 // address into the remote unit dialog, sees its output with its last value, links it into the display
 // and sees the mirror node on the canvas, drawn as living on B; B's admin sees A follow the greenhouse;
 // alice on B blocks A from the greenhouse on its unit panel, and A's canvas shows the mirror unavailable.
@@ -58,6 +58,14 @@ async function session(url, login, password, name) {
 }
 
 try {
+  step("A's admin asks B to peer in the Federation panel");
+  const aAdmin = await session(aUrl, adminLogin, adminPassword, "A admin");
+  await aAdmin.click("#federation");
+  await aAdmin.getByRole("dialog", { name: "Federation" }).waitFor();
+  await aAdmin.fill("#instance-form input[name=address]", bUrl);
+  await aAdmin.click("#request-peering");
+  await aAdmin.locator(`li.peer-requested[data-domain="${bDomain}"]`).filter({ hasText: "waiting for their answer" }).waitFor();
+
   step("B's admin opens the Federation panel: A's request waits there");
   const bAdmin = await session(bUrl, adminLogin, adminPassword, "B admin");
   await bAdmin.click("#federation");
@@ -75,6 +83,9 @@ try {
   await bAdmin.locator(`li.peer-accepted[data-domain="${aDomain}"]`).waitFor();
   await bAdmin.getByRole("status").filter({ hasText: "Peering accepted" }).waitFor();
   await bAdmin.screenshot({ path: join(out, "federation-panel.png") });
+  await aAdmin.getByRole("button", { name: "Close" }).click();
+  await aAdmin.click("#federation");
+  await aAdmin.locator(`li.peer-accepted[data-domain="${bDomain}"]`).waitFor();
 
   step("alice on A previews the greenhouse of B: its output and last value, nothing followed yet");
   const a = await session(aUrl, userLogin, userPassword, "A alice");

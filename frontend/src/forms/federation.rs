@@ -89,20 +89,7 @@ pub fn FederationPanel() -> Element {
                 if !on {
                     p { class: "muted", "Switch federation on in the Admin panel's instance settings." }
                 }
-                AddressForm {
-                    id: "request-peering",
-                    label: "Ask an instance to peer (domain or URL)",
-                    button: "Ask to peer",
-                    query: queries::REQUEST_PEERING,
-                    done: "Peering requested",
-                }
-                AddressForm {
-                    id: "block-instance",
-                    label: "Block an instance (domain or URL)",
-                    button: "Block",
-                    query: queries::BLOCK_INSTANCE,
-                    done: "Instance blocked",
-                }
+                InstanceForm {}
                 h3 { "Instances" }
                 if peers.is_empty() {
                     p { class: "muted", "No peers, requests or blocks." }
@@ -176,20 +163,13 @@ fn PeerRow(peer: Peer) -> Element {
     }
 }
 
-/// A one-field form that sends an instance's address to `query`.
+/// One instance's address (domain or URL) and what to do with it: ask it to peer (Enter) or block it.
 #[component]
-fn AddressForm(
-    id: String,
-    label: String,
-    button: String,
-    query: &'static str,
-    done: &'static str,
-) -> Element {
+fn InstanceForm() -> Element {
     let store = use_context::<Store>();
     let mut address = use_signal(String::new);
     let mut error = use_signal(|| None::<ApiError>);
-    let submit = move |e: FormEvent| {
-        e.prevent_default();
+    let send = move |query: &'static str, done: &'static str| {
         let value = address();
         spawn(async move {
             match act(store, query, json!({ "address": value }), done).await {
@@ -202,11 +182,23 @@ fn AddressForm(
         });
     };
     rsx! {
-        form { id: "{id}", class: "inline-form", onsubmit: submit,
+        form {
+            id: "instance-form",
+            onsubmit: move |e: FormEvent| {
+                e.prevent_default();
+                send(queries::REQUEST_PEERING, "Peering requested");
+            },
             FormError { error, fields: vec!["address".to_owned()] }
-            TextField { label, name: "address", value: address, error, hint: "pu.example" }
+            TextField { label: "Another instance (domain or URL)", name: "address", value: address, error, hint: "pu.example" }
             div { class: "actions",
-                button { r#type: "submit", "{button}" }
+                button { id: "request-peering", class: "primary", r#type: "submit", "Ask to peer" }
+                button {
+                    id: "block-instance",
+                    class: "danger",
+                    r#type: "button",
+                    onclick: move |_| send(queries::BLOCK_INSTANCE, "Instance blocked"),
+                    "Block"
+                }
             }
         }
     }

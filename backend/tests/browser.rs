@@ -3,8 +3,9 @@
 //! create two units, link an output to an input by dragging, see a value a real MQTT client publishes
 //! appear on the node, delete the link, start a rollout of the repository, change the password and log
 //! in with the new one, then as the admin close registration, block that user and delete them.
-//! A second test opens GraphiQL with the network off the machine blocked and runs a query. Screenshots go
-//! to `$CARGO_TARGET_DIR/e2e-screenshots`.
+//! A second test opens GraphiQL with the network off the machine blocked and runs a query. A third runs
+//! federation between two instances in the web app (peering, a remote output linked, its mirror node, a
+//! per-unit block). Screenshots go to `$CARGO_TARGET_DIR/e2e-screenshots`.
 //!
 //! Needs Chromium (`apt-get install chromium`), Node.js with npm and `npm ci` in `frontend/e2e`; the app
 //! itself is built here when it is out of date (`pepeunit-frontend-build`). `.ci/run` installs all of it.
@@ -163,4 +164,146 @@ fn paths_out() -> PathBuf {
         .parent()
         .map(|target| target.join("e2e-screenshots"))
         .unwrap()
+}
+
+/// One instance for the federation test: the fixture (alice and a repo_unit), federation on, an admin
+/// `root`, the app served from `dist`, named `localhost:<port>` (ActivityPub ids need a host name).
+async fn federated_instance(dist: PathBuf) -> common::units::Fixture {
+    let fx = common::units::Fixture::with_config(
+        |_| {},
+        move |c| {
+            c.public_url = c.public_url.replace("127.0.0.1", "localhost");
+            c.frontend_dir = dist;
+        },
+    )
+    .await;
+    let (_, admin) = fx.server.admin("root").await;
+    let (_, body) = fx
+        .server
+        .gql(
+            "mutation { updateInstanceSettings(input: { federationEnabled: true }) { federationEnabled } }",
+            serde_json::json!({}),
+            Some(&admin),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    fx
+}
+
+fn domain_of(fx: &common::units::Fixture) -> String {
+    fx.server.base.replace("http://127.0.0.1", "localhost")
+}
+
+/// Federation in the web app with two real instances: A's admin asks B to peer and B's admin accepts,
+/// each in the Federation panel; alice on A previews a unit of B, links its output into her unit's input and sees
+/// the mirror node; alice on B blocks A from that unit on its panel and A's canvas shows the mirror
+/// unavailable (frontend/e2e/federation.mjs). Screenshots go beside the other test's.
+#[tokio::test(flavor = "multi_thread")]
+async fn federation_in_a_real_browser() {
+    use rumqttc::QoS;
+    use serde_json::json;
+
+    let e2e = workspace().join("frontend/e2e");
+    let browser = chromium();
+    node_ready(&e2e);
+    let paths = pepeunit_frontend_build::Paths::detect();
+    let report = tokio::task::spawn_blocking(move || {
+        pepeunit_frontend_build::build(&paths, &mut |line| eprintln!("{line}"))
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("building the web app failed: {e}"));
+    let a = federated_instance(report.dist.clone()).await;
+    let b = federated_instance(report.dist.clone()).await;
+    let (a_domain, b_domain) = (domain_of(&a), domain_of(&b));
+
+    // A unit on B with a value on its output; alice's unit on A to link it into.
+    let greenhouse = common::units::device(&b, "greenhouse").await;
+    let mqtt = greenhouse.connect(&b).await;
+    mqtt.publish(
+        &greenhouse.topic("current_temp/pepeunit"),
+        "21.5",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    loop {
+        let unit = b.unit(&b.token, &greenhouse.uuid).await;
+        if common::units::node(&unit, "current_temp/pepeunit")["lastValue"] == "21.5" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "B never stored the value"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    common::units::device(&a, "display").await;
+
+    let out = paths_out();
+    let run = tokio::process::Command::new("node")
+        .arg(e2e.join("federation.mjs"))
+        .current_dir(&e2e)
+        .env("PEPEUNIT_A_URL", format!("http://{a_domain}"))
+        .env("PEPEUNIT_B_URL", format!("http://{b_domain}"))
+        .env("PEPEUNIT_A_DOMAIN", &a_domain)
+        .env("PEPEUNIT_B_DOMAIN", &b_domain)
+        .env("PEPEUNIT_ADMIN", format!("root:{PASSWORD}"))
+        .env("PEPEUNIT_USER", format!("alice:{PASSWORD}"))
+        .env("PEPEUNIT_REMOTE", format!("{}@{b_domain}", greenhouse.uuid))
+        .env("PEPEUNIT_VALUE", "21.5")
+        .env("PEPEUNIT_E2E_OUT", &out)
+        .env("CHROMIUM", &browser)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .expect("the federation browser test finishes within 5 minutes")
+        .expect("node starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "federation browser test failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    eprintln!("{stdout}");
+    drop(mqtt);
+
+    // What the user did in the browser holds in the API: B blocks A from the greenhouse, and A's
+    // follow of it is gone.
+    let (_, body) = b
+        .server
+        .gql(
+            "query($u: ID!) { unitBlockedInstances(unitUuid: $u) { domain } }",
+            json!({ "u": greenhouse.uuid }),
+            Some(&b.token),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["unitBlockedInstances"],
+        json!([{ "domain": a_domain }]),
+        "{body}"
+    );
+    let (_, body) = a
+        .server
+        .gql(
+            "{ remoteUnits { status links { uuid } } }",
+            json!({}),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(body["data"]["remoteUnits"][0]["status"], "gone", "{body}");
+    for shot in [
+        "federation-panel.png",
+        "remote-unit-preview.png",
+        "mirror-node.png",
+        "unit-blocks.png",
+        "mirror-unavailable.png",
+    ] {
+        assert!(
+            out.join(shot).is_file(),
+            "no screenshot {shot} in {}",
+            out.display()
+        );
+    }
 }

@@ -585,7 +585,14 @@ async fn federation_off_answers_404_on_every_federation_route() {
     );
 
     a.set_federation(false).await;
-    for (method, path) in [("GET", "/federation/actor"), ("POST", "/federation/inbox")] {
+    for (method, path) in [
+        ("GET", "/federation/actor"),
+        ("POST", "/federation/inbox"),
+        (
+            "GET",
+            "/federation/units/3f0c2a9e-6d1b-4c8a-9e7f-5b4a3c2d1e0f",
+        ),
+    ] {
         let response = client
             .request(method.parse().unwrap(), a.server().url(path))
             .body("{}")
@@ -859,4 +866,200 @@ async fn an_unknown_instance_may_only_ask_to_peer_and_waits_for_an_admin() {
         )
         .await;
     assert_eq!(common::code(&body), "FORBIDDEN", "{body}");
+}
+
+/// The instances blocked from `unit` on `instance`, as its creator sees them.
+async fn unit_blocks(instance: &Instance, unit: &Device) -> Vec<String> {
+    let body = instance
+        .gql_user(
+            "query($u: ID!) { unitBlockedInstances(unitUuid: $u) { domain } }",
+            json!({ "u": unit.uuid }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    body["data"]["unitBlockedInstances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["domain"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_unit_owner_blocks_one_instance_from_one_unit() {
+    let a = Instance::start().await;
+    let b = Instance::start().await;
+    peer(&a, &b).await;
+    let greenhouse = sensor(&b, "greenhouse").await;
+    let barn = sensor(&b, "barn").await;
+    let display = device(&a.fx, "display").await;
+    let control = device(&a.fx, "control").await;
+    let (_, topic) = link(&a, &b, &greenhouse.sensor, &display).await;
+    let (_, barn_topic) = link(&a, &b, &barn.sensor, &control).await;
+    assert_eq!(b.followers().await.len(), 2);
+
+    // Another user of B may not block A from alice's unit.
+    let (_, bob) = b.server().user("bob").await;
+    let body = b
+        .server()
+        .gql(
+            "mutation($u: ID!, $a: String!) { blockInstanceForUnit(unitUuid: $u, address: $a) { domain } }",
+            json!({ "u": greenhouse.sensor.uuid, "a": a.domain() }),
+            Some(&bob),
+        )
+        .await
+        .1;
+    assert_eq!(common::code(&body), "FORBIDDEN", "{body}");
+
+    // Alice blocks A (spelled oddly) from the greenhouse only: A's follow of it ends, its mirror becomes
+    // unavailable and the display's link goes; the barn keeps flowing to the control.
+    let body = b
+        .gql_user(
+            "mutation($u: ID!, $a: String!) { blockInstanceForUnit(unitUuid: $u, address: $a) { domain unitUuid } }",
+            json!({ "u": greenhouse.sensor.uuid, "a": format!("http://{}/", odd_spelling(&a)) }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["data"]["blockInstanceForUnit"]["domain"], a.domain());
+    assert_eq!(unit_blocks(&b, &greenhouse.sensor).await, vec![a.domain()]);
+    assert!(unit_blocks(&b, &barn.sensor).await.is_empty());
+    let followers = b.followers().await;
+    assert_eq!(followers.len(), 1, "{followers:?}");
+    assert_eq!(followers[0]["unitUuid"], barn.sensor.uuid.as_str());
+    let greenhouse_address = format!("{}@{}", greenhouse.sensor.uuid, b.domain());
+    eventually("A to see the greenhouse gone", || async {
+        let remote = a.remote_units().await;
+        let unit = remote
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["address"] == greenhouse_address.as_str())?
+            .clone();
+        (unit["status"] == "gone"
+            && unit["links"].as_array().unwrap().is_empty()
+            && unit["outputs"].as_array().unwrap().is_empty())
+        .then_some(())
+    })
+    .await;
+    eventually("the display's schema without the mirror", || async {
+        (!a.input_topics(&display).await.contains(&topic)).then_some(())
+    })
+    .await;
+    assert!(a.input_topics(&control).await.contains(&barn_topic));
+    assert!(b.peer_status(&a).await.as_deref() == Some("accepted"));
+
+    // A may neither follow the greenhouse again nor read it; the barn is still readable.
+    let body = a
+        .gql_user(
+            "mutation($u: String!, $o: String!, $i: ID!) { linkRemoteOutput(unit: $u, output: $o, inputUuid: $i) { uuid } }",
+            json!({
+                "u": greenhouse_address,
+                "o": "current_temp/pepeunit",
+                "i": display.node("set_fan_state/pepeunit"),
+            }),
+        )
+        .await;
+    assert_eq!(common::code(&body), "FORBIDDEN", "{body}");
+    let preview = "query($u: String!) { previewRemoteUnit(address: $u) { name } }";
+    let body = a
+        .gql_user(preview, json!({ "u": greenhouse_address }))
+        .await;
+    assert_eq!(common::code(&body), "FORBIDDEN", "{body}");
+    let body = a
+        .gql_user(
+            preview,
+            json!({ "u": format!("{}@{}", barn.sensor.uuid, b.domain()) }),
+        )
+        .await;
+    assert_eq!(body["data"]["previewRemoteUnit"]["name"], "barn", "{body}");
+    assert_eq!(
+        b.followers().await.len(),
+        1,
+        "nothing stored by the refusals"
+    );
+
+    // Unblocked: A links the greenhouse again.
+    let body = b
+        .gql_user(
+            "mutation($u: ID!, $d: String!) { unblockInstanceForUnit(unitUuid: $u, domain: $d) }",
+            json!({ "u": greenhouse.sensor.uuid, "d": a.domain() }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(unit_blocks(&b, &greenhouse.sensor).await.is_empty());
+    link(&a, &b, &greenhouse.sensor, &display).await;
+    assert_eq!(b.followers().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_user_previews_a_remote_units_outputs_before_linking() {
+    let a = Instance::start().await;
+    let b = Instance::start().await;
+    let flow = sensor(&b, "greenhouse").await;
+    let address = format!("{}@{}", flow.sensor.uuid, b.domain());
+    let query = "query($u: String!) { previewRemoteUnit(address: $u) { address peerDomain name outputs { remoteUuid name lastValue lastValueAt } } }";
+
+    // Not a peer yet: refused, and nothing is asked of B.
+    let body = a.gql_user(query, json!({ "u": address })).await;
+    assert_eq!(common::code(&body), "VALIDATION", "{body}");
+
+    peer(&a, &b).await;
+    flow.publish("19.5").await;
+    let preview = eventually("the preview with the last value", || async {
+        let body = a.gql_user(query, json!({ "u": address })).await;
+        assert!(body["errors"].is_null(), "{body}");
+        let preview = body["data"]["previewRemoteUnit"].clone();
+        let outputs = preview["outputs"].as_array().unwrap().clone();
+        outputs
+            .iter()
+            .any(|o| o["name"] == "current_temp/pepeunit" && o["lastValue"] == "19.5")
+            .then_some(preview)
+    })
+    .await;
+    assert_eq!(preview["name"], "greenhouse");
+    assert_eq!(preview["address"], address);
+    assert_eq!(preview["peerDomain"], b.domain());
+    assert_eq!(
+        preview["outputs"][0]["remoteUuid"],
+        flow.sensor.node("current_temp/pepeunit")
+    );
+    // By URL too.
+    let url = format!("{}/federation/units/{}", b.url(), flow.sensor.uuid);
+    let body = a.gql_user(query, json!({ "u": url })).await;
+    assert_eq!(
+        body["data"]["previewRemoteUnit"]["name"], "greenhouse",
+        "{body}"
+    );
+
+    // Previewing neither follows nor links.
+    assert_eq!(a.remote_units().await, json!([]));
+    assert!(b.followers().await.is_empty());
+
+    // An internal unit, or one that does not exist, is not shown.
+    let hidden = device(&b.fx, "hidden").await;
+    let body = b
+        .gql_user(
+            "mutation($u: ID!) { updateUnit(uuid: $u, input: { visibility: INTERNAL }) { visibility } }",
+            json!({ "u": hidden.uuid }),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    for unit in [hidden.uuid.clone(), uuid::Uuid::new_v4().to_string()] {
+        let body = a
+            .gql_user(query, json!({ "u": format!("{unit}@{}", b.domain()) }))
+            .await;
+        assert_eq!(common::code(&body), "VALIDATION", "{body}");
+    }
+
+    // The unit's URL answers only a signed request from a peer.
+    let response = reqwest::Client::new()
+        .get(
+            b.server()
+                .url(&format!("/federation/units/{}", flow.sensor.uuid)),
+        )
+        .header("accept", "application/activity+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }

@@ -34,6 +34,7 @@ const TABLES: &[&str] = &[
     "federation_remote_units",
     "federation_remote_outputs",
     "federation_remote_links",
+    "federation_unit_blocks",
     "alert_channels",
     "telegram_link_codes",
     "alert_rules",

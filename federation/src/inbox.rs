@@ -111,15 +111,16 @@ impl Federation {
         Router::new()
             .route("/federation/actor", get(actor))
             .route("/federation/inbox", post(inbox))
+            .route("/federation/units/{uuid}", get(crate::unit_fetch::get_unit))
             .with_state(self.clone())
     }
 
-    async fn mode(&self) -> Result<Mode, Error> {
+    pub(crate) async fn mode(&self) -> Result<Mode, Error> {
         Ok(self.context.host.mode().await?)
     }
 }
 
-fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         axum::Json(serde_json::json!({ "error": "no such route" })),

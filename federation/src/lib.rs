@@ -19,6 +19,7 @@ pub mod inbox;
 pub mod outbox;
 pub mod policy;
 pub mod send;
+pub mod unit_fetch;
 pub mod wire;
 
 use std::net::IpAddr;

@@ -40,6 +40,10 @@ pub enum Dialog {
     ChangePassword,
     /// The admin panel: users and instance settings.
     Admin,
+    /// Peers, blocks and followers (admins).
+    Federation,
+    /// Preview a unit of another instance and link one of its outputs.
+    RemoteUnit,
 }
 
 /// State shared by every component.
@@ -272,10 +276,12 @@ fn Toolbar() -> Element {
                         }
                     }
                 }
+                button { id: "remote-unit", onclick: move |_| store.open(Dialog::RemoteUnit), "+ Remote unit" }
                 span { class: "spacer" }
                 if let Some(me) = me {
                     if me.role == "ADMIN" {
                         button { id: "admin", onclick: move |_| store.open(Dialog::Admin), "Admin" }
+                        button { id: "federation", onclick: move |_| store.open(Dialog::Federation), "Federation" }
                     }
                     span { class: "who", "{me.login}" }
                 }

@@ -22,6 +22,8 @@ pub fn size(kind: NodeKind) -> (f64, f64) {
 }
 
 const COLUMN_X: [f64; 3] = [0.0, 280.0, 560.0];
+/// Where mirrors of remote outputs go when no input places them: right of the variables.
+pub const MIRROR_X: f64 = COLUMN_X[2] + 250.0;
 const VARIABLE_GAP: f64 = 12.0;
 const UNIT_GAP: f64 = 36.0;
 const REPO_GAP: f64 = 60.0;

@@ -8,6 +8,7 @@
 pub mod errors;
 pub mod filter;
 pub mod layout;
+pub mod mirrors;
 pub mod model;
 
 #[cfg(target_arch = "wasm32")]

@@ -23,9 +23,9 @@ use super::BackupError;
 use crate::entities::{
     alert_channels, alert_deliveries, alert_rules, alerts, board_items, boards,
     federation_followers, federation_keys, federation_peers, federation_remote_links,
-    federation_remote_outputs, federation_remote_units, instance_settings, permissions, repo_units,
-    rollouts, unit_logs, unit_node_edges, unit_node_values, unit_nodes, units, update_attempts,
-    users,
+    federation_remote_outputs, federation_remote_units, federation_unit_blocks, instance_settings,
+    permissions, repo_units, rollouts, unit_logs, unit_node_edges, unit_node_values, unit_nodes,
+    units, update_attempts, users,
 };
 
 /// Rows inserted per statement: well under SQLite's and PostgreSQL's bound-parameter limits for the widest
@@ -53,6 +53,7 @@ pub const TABLES: &[&str] = &[
     "federation_remote_units",
     "federation_remote_outputs",
     "federation_remote_links",
+    "federation_unit_blocks",
     "alert_channels",
     "alert_rules",
     "alerts",
@@ -135,6 +136,10 @@ macro_rules! with_entity {
             }
             "federation_followers" => {
                 type $e = federation_followers::Entity;
+                $body
+            }
+            "federation_unit_blocks" => {
+                type $e = federation_unit_blocks::Entity;
                 $body
             }
             "federation_remote_units" => {

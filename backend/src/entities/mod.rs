@@ -12,6 +12,7 @@ pub mod federation_peers;
 pub mod federation_remote_links;
 pub mod federation_remote_outputs;
 pub mod federation_remote_units;
+pub mod federation_unit_blocks;
 pub mod instance_settings;
 pub mod permissions;
 pub mod repo_units;

@@ -3,10 +3,12 @@
 use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use crate::entities::{federation_peers, federation_remote_links, federation_remote_outputs};
+use crate::entities::{
+    federation_peers, federation_remote_links, federation_remote_outputs, federation_unit_blocks,
+};
 use crate::error::GqlResult;
 use crate::graphql::{actor, parse_uuid, services};
-use crate::services::federation::{self as service, RemoteUnitView};
+use crate::services::federation::{self as service, RemoteUnitView, unit_blocks};
 use crate::services::units::schema_json::node_topic;
 
 /// Another instance: asked to peer (`requested` by us, `pending` for our answer), `accepted`,
@@ -103,6 +105,45 @@ pub struct UnitFollower {
     peer_domain: String,
 }
 
+/// An output of a remote unit as its home instance shows it now (not mirrored here).
+#[derive(SimpleObject)]
+pub struct RemoteOutputPreview {
+    /// The output's uuid on its home instance.
+    remote_uuid: ID,
+    name: String,
+    last_value: Option<String>,
+    last_value_at: Option<DateTime<Utc>>,
+}
+
+/// A remote unit read from its home instance without following it: what linking one of its outputs
+/// would bring.
+#[derive(SimpleObject)]
+pub struct RemoteUnitPreview {
+    /// `<unit uuid>@<domain>`, as `linkRemoteOutput` takes it.
+    address: String,
+    peer_domain: String,
+    name: String,
+    outputs: Vec<RemoteOutputPreview>,
+}
+
+/// A remote instance kept away from one unit of this instance.
+#[derive(SimpleObject)]
+pub struct UnitBlock {
+    unit_uuid: ID,
+    domain: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<federation_unit_blocks::Model> for UnitBlock {
+    fn from(row: federation_unit_blocks::Model) -> Self {
+        Self {
+            unit_uuid: ID(row.unit_uuid.to_string()),
+            domain: row.domain,
+            created_at: row.created_at,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct FederationQuery;
 
@@ -131,6 +172,47 @@ impl FederationQuery {
                 peer_domain: peer,
             })
             .collect())
+    }
+
+    /// Reads the remote unit `address` (`<uuid>@<domain>` or its URL) from its home instance, an accepted
+    /// peer, without following it: its name and outputs with their last values.
+    #[graphql(complexity = "super::EXPENSIVE_MUTATION")]
+    async fn preview_remote_unit(
+        &self,
+        ctx: &Context<'_>,
+        address: String,
+    ) -> Result<RemoteUnitPreview> {
+        let (domain, unit) = service::preview_remote_unit(services(ctx)?, &actor(ctx), &address)
+            .await
+            .gql()?;
+        Ok(RemoteUnitPreview {
+            address: format!("{}@{}", unit.uuid, domain),
+            peer_domain: domain.to_string(),
+            name: unit.name,
+            outputs: unit
+                .outputs
+                .into_iter()
+                .map(|o| RemoteOutputPreview {
+                    remote_uuid: ID(o.uuid.to_string()),
+                    name: o.name,
+                    last_value: o.last_value,
+                    last_value_at: o.last_value_at,
+                })
+                .collect(),
+        })
+    }
+
+    /// The instances blocked from the unit `unitUuid` (its creator or an admin).
+    async fn unit_blocked_instances(
+        &self,
+        ctx: &Context<'_>,
+        unit_uuid: ID,
+    ) -> Result<Vec<UnitBlock>> {
+        let unit = parse_uuid(&unit_uuid).gql()?;
+        let rows = unit_blocks::unit_blocks(services(ctx)?, &actor(ctx), unit)
+            .await
+            .gql()?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// The remote units this instance follows, with their mirrored outputs and links.
@@ -216,6 +298,39 @@ impl FederationMutation {
     /// Lifts a block (admins only).
     async fn unblock_instance(&self, ctx: &Context<'_>, domain: String) -> Result<bool> {
         service::unblock_instance(services(ctx)?, &actor(ctx), &domain)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Blocks the instance at `address` (a domain or URL, any spelling) from the unit `unitUuid` alone
+    /// (its creator or an admin): its follow of the unit ends (its mirrors become unavailable there) and
+    /// it may not follow the unit again until unblocked.
+    #[graphql(complexity = "super::EXPENSIVE_MUTATION")]
+    async fn block_instance_for_unit(
+        &self,
+        ctx: &Context<'_>,
+        unit_uuid: ID,
+        address: String,
+    ) -> Result<UnitBlock> {
+        let unit = parse_uuid(&unit_uuid).gql()?;
+        Ok(
+            unit_blocks::block_for_unit(services(ctx)?, &actor(ctx), unit, &address)
+                .await
+                .gql()?
+                .into(),
+        )
+    }
+
+    /// Lifts a block of `domain` from the unit `unitUuid`.
+    async fn unblock_instance_for_unit(
+        &self,
+        ctx: &Context<'_>,
+        unit_uuid: ID,
+        domain: String,
+    ) -> Result<bool> {
+        let unit = parse_uuid(&unit_uuid).gql()?;
+        unit_blocks::unblock_for_unit(services(ctx)?, &actor(ctx), unit, &domain)
             .await
             .gql()?;
         Ok(true)

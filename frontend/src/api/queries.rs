@@ -135,3 +135,61 @@ pub const LIVE: [(&str, &str); 3] = [
         "subscription($u: [ID!]!) { unitStates(unitUuids: $u) { unitUuid } }",
     ),
 ];
+
+/// What the federation panel shows (admins only).
+pub const FEDERATION: &str = "query Federation {
+  instanceSettings { federationEnabled }
+  federationActorUrl
+  federationPeers { domain actorUrl status requestedHere updatedAt }
+  federationFollowers { unitUuid peerDomain }
+}";
+
+pub const REQUEST_PEERING: &str = "mutation RequestPeering($address: String!) { requestPeering(address: $address) { domain status } }";
+
+pub const ACCEPT_PEERING: &str =
+    "mutation AcceptPeering($domain: String!) { acceptPeering(domain: $domain) { status } }";
+
+pub const REJECT_PEERING: &str =
+    "mutation RejectPeering($domain: String!) { rejectPeering(domain: $domain) }";
+
+pub const END_PEERING: &str =
+    "mutation EndPeering($domain: String!) { endPeering(domain: $domain) }";
+
+pub const BLOCK_INSTANCE: &str = "mutation BlockInstance($address: String!) { blockInstance(address: $address) { domain status } }";
+
+pub const UNBLOCK_INSTANCE: &str =
+    "mutation UnblockInstance($domain: String!) { unblockInstance(domain: $domain) }";
+
+/// The remote units this instance follows: the mirror nodes of the canvas.
+pub const REMOTE_UNITS: &str = "query RemoteUnits {
+  remoteUnits { uuid address peerDomain name status
+    outputs { uuid name lastValue lastValueAt } links { uuid outputName inputUuid } }
+}";
+
+/// A remote unit's outputs, read from its home instance without following it.
+pub const PREVIEW_REMOTE_UNIT: &str = "query PreviewRemoteUnit($address: String!) {
+  previewRemoteUnit(address: $address) { address peerDomain name outputs { remoteUuid name lastValue lastValueAt } }
+}";
+
+pub const LINK_REMOTE_OUTPUT: &str =
+    "mutation LinkRemoteOutput($unit: String!, $output: String!, $input: ID!) {
+  linkRemoteOutput(unit: $unit, output: $output, inputUuid: $input) { uuid }
+}";
+
+pub const UNLINK_REMOTE_OUTPUT: &str =
+    "mutation UnlinkRemoteOutput($uuid: ID!) { unlinkRemoteOutput(uuid: $uuid) }";
+
+pub const UNFOLLOW_REMOTE_UNIT: &str =
+    "mutation UnfollowRemoteUnit($uuid: ID!) { unfollowRemoteUnit(uuid: $uuid) }";
+
+/// The instances blocked from one unit (its creator or an admin).
+pub const UNIT_BLOCKS: &str =
+    "query UnitBlocks($unit: ID!) { unitBlockedInstances(unitUuid: $unit) { domain createdAt } }";
+
+pub const BLOCK_FOR_UNIT: &str = "mutation BlockForUnit($unit: ID!, $address: String!) {
+  blockInstanceForUnit(unitUuid: $unit, address: $address) { domain }
+}";
+
+pub const UNBLOCK_FOR_UNIT: &str = "mutation UnblockForUnit($unit: ID!, $domain: String!) {
+  unblockInstanceForUnit(unitUuid: $unit, domain: $domain)
+}";

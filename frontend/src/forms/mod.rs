@@ -4,9 +4,11 @@ mod admin;
 mod admin_users;
 mod auth;
 mod env;
+mod federation;
 mod fields;
 mod link;
 mod password;
+mod remote_unit;
 mod repo_unit;
 mod rollout;
 mod unit;
@@ -49,5 +51,7 @@ pub fn Dialogs() -> Element {
         }
         Some(Dialog::ChangePassword) => rsx! { password::ChangePassword {} },
         Some(Dialog::Admin) => rsx! { admin::AdminPanel {} },
+        Some(Dialog::Federation) => rsx! { federation::FederationPanel {} },
+        Some(Dialog::RemoteUnit) => rsx! { remote_unit::RemoteUnitDialog {} },
     }
 }

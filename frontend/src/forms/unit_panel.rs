@@ -174,6 +174,7 @@ pub fn UnitPanel(uuid: String) -> Element {
                 }
             }
             if mine {
+                super::federation::UnitBlocks { unit: id.clone() }
                 h3 { "Update history" }
                 if attempts.is_empty() {
                     p { class: "muted", "No updates yet." }

@@ -1,6 +1,7 @@
 //! The canvas: an SVG of the graph with pan, zoom, dragging, and drag gestures that create units and
-//! links.
+//! links, and the read-only mirrors of remote outputs linked here.
 
+mod mirror;
 mod node;
 mod view;
 

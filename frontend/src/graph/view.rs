@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use dioxus::prelude::*;
 
+use super::mirror::MirrorNodes;
 use super::node::{NodeData, NodeShape};
 use crate::api::queries;
 use crate::app::{Dialog, Store, act};
@@ -173,6 +174,11 @@ pub fn GraphView() -> Element {
             ))
         })
         .collect();
+    let inputs: std::collections::HashMap<String, Point> = drawn
+        .iter()
+        .filter(|n| n.kind == NodeKind::Input)
+        .filter_map(|n| Some((n.uuid.clone(), *at.get(&n.uuid)?)))
+        .collect();
     let empty = graph.repo_units.is_empty() && graph.units.is_empty();
     drop(graph);
     let selected = match &*store.dialog.read() {
@@ -318,6 +324,7 @@ pub fn GraphView() -> Element {
                         path { key: "{key}", class: "edge", d: "{d}" }
                     }
                 }
+                MirrorNodes { inputs }
                 for node in drawn {
                     {
                         let p = at.get(&node.uuid).copied().unwrap_or(Point { x: 0.0, y: 0.0 });

@@ -285,8 +285,13 @@ impl Host for ServerHost {
         Ok(())
     }
 
-    async fn shared_unit(&self, _peer: &Peer, unit: Uuid) -> Result<Option<UnitObject>, HostError> {
+    async fn shared_unit(&self, peer: &Peer, unit: Uuid) -> Result<Option<UnitObject>, HostError> {
         let services = self.services()?;
+        if super::unit_blocks::is_blocked(&services, unit, &peer.domain).await? {
+            return Err(HostError::Refused(
+                "the owner of this unit blocked your instance from it".into(),
+            ));
+        }
         Ok(shared_unit(&services, unit).await?)
     }
 

@@ -10,6 +10,7 @@
 //! it as to a local output.
 
 pub mod host;
+pub mod unit_blocks;
 
 use std::collections::HashSet;
 
@@ -483,6 +484,32 @@ async fn accepted_peer(services: &Services, domain: &Domain) -> Result<(peers::M
     Ok((row, peer))
 }
 
+/// A remote unit as its home instance shows it now (name, outputs with their last values), read with a
+/// signed GET without following it: what a user sees before linking one of its outputs.
+pub async fn preview_remote_unit(
+    services: &Services,
+    actor: &Actor,
+    address: &str,
+) -> Result<(Domain, pepeunit_federation::wire::UnitObject)> {
+    actor.require_user()?;
+    require_on(services).await?;
+    let (domain, unit) = parse_remote_unit(address)?;
+    let (_, peer) = accepted_peer(services, &domain).await?;
+    let mut url = peer.actor.clone();
+    url.set_path(&format!("/federation/units/{unit}"));
+    let object = services
+        .federation()
+        .fetch_unit(&url)
+        .await
+        .map_err(|error| match error {
+            pepeunit_federation::Error::Delivery(_, 404) => {
+                invalid("unit", "no such unit is shared with this instance")
+            }
+            other => unreachable(other),
+        })?;
+    Ok((domain, object))
+}
+
 /// Follows a remote unit (once per instance): its home instance answers with Accept (and its outputs)
 /// or Reject.
 async fn follow_remote_unit(
@@ -764,6 +791,33 @@ pub async fn linked_mirrors(
         .collect())
 }
 
+/// Forgets a peer's follow of a unit of this instance and tells the peer (a `Reject` of its follow), so
+/// its mirrors of the unit become unavailable there.
+pub(crate) async fn end_follow(services: &Services, row: followers::Model) -> Result<()> {
+    let federation = services.federation();
+    let unit = row.unit_uuid;
+    followers::Entity::delete_by_id(row.uuid)
+        .exec(services.db())
+        .await?;
+    let Some(peer) = peers::Entity::find_by_id(row.peer_uuid)
+        .one(services.db())
+        .await?
+        .as_ref()
+        .and_then(peer_of)
+    else {
+        return Ok(());
+    };
+    let Ok(follow_id) = row.follow_id.parse::<Url>() else {
+        return Ok(());
+    };
+    let their = follow(follow_id, peer.actor.clone(), federation.urls().unit(unit));
+    let reject = pepeunit_federation::inbox::reject(federation, their);
+    if let Err(error) = federation.send(&peer.inbox, &reject).await {
+        tracing::warn!(peer = %peer.domain, %unit, %error, "telling a follower that a unit went failed");
+    }
+    Ok(())
+}
+
 /// Tells the peers that follow `unit` when it is no longer theirs to see (deleted, made internal or
 /// private), and forgets them.
 pub async fn reconcile_unit(services: &Services, unit: Uuid) -> Result<()> {
@@ -774,29 +828,10 @@ pub async fn reconcile_unit(services: &Services, unit: Uuid) -> Result<()> {
     if rows.is_empty() || host::shared_unit(services, unit).await?.is_some() {
         return Ok(());
     }
-    let federation = services.federation();
     for row in rows {
-        followers::Entity::delete_by_id(row.uuid)
-            .exec(services.db())
-            .await?;
-        let Some(peer) = peers::Entity::find_by_id(row.peer_uuid)
-            .one(services.db())
-            .await?
-            .as_ref()
-            .and_then(peer_of)
-        else {
-            continue;
-        };
-        let Ok(follow_id) = row.follow_id.parse::<Url>() else {
-            continue;
-        };
-        let their = follow(follow_id, peer.actor.clone(), federation.urls().unit(unit));
-        let reject = pepeunit_federation::inbox::reject(federation, their);
-        if let Err(error) = federation.send(&peer.inbox, &reject).await {
-            tracing::warn!(peer = %peer.domain, %unit, %error, "telling a follower that a unit went failed");
-        }
+        end_follow(services, row).await?;
     }
-    federation.followers_changed();
+    services.federation().followers_changed();
     tracing::info!(%unit, "a unit is no longer shared; its followers were told");
     Ok(())
 }

@@ -5,79 +5,26 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
 use common::git::SourceRepo;
+use common::process::{self, Server, free_port, gql};
 use common::telegram::{Failure, TOKEN, TelegramStub};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::{Value, json};
-
-const PASSWORD: &str = "a-long-admin-password";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    http: u16,
-    mqtt: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use serde_json::json;
 
 fn pepeunit(db: &TestDb, stub: &TelegramStub) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pepeunit"));
+    let mut command = process::pepeunit(env!("CARGO_BIN_EXE_pepeunit"), db);
     command
-        .env_clear()
-        .env("PEPEUNIT_DATA_DIR", db.data_dir())
-        .env("PEPEUNIT_LOG_LEVEL", "warn")
         .env("PEPEUNIT_TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("PEPEUNIT_TELEGRAM_API_URL", &stub.url)
-        .stdin(Stdio::null());
-    if let Some(url) = &db.url {
-        command.env("PEPEUNIT_DATABASE_URL", url);
-    }
+        .env("PEPEUNIT_TELEGRAM_API_URL", &stub.url);
     command
 }
 
 fn start(db: &TestDb, stub: &TelegramStub, http: u16, mqtt: u16) -> Server {
-    let child = pepeunit(db, stub)
-        .env("PEPEUNIT_HTTP_BIND", format!("127.0.0.1:{http}"))
-        .env("PEPEUNIT_MQTT_BIND", format!("127.0.0.1:{mqtt}"))
-        .env("PEPEUNIT_PUBLIC_URL", format!("http://127.0.0.1:{http}"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server { child, http, mqtt }
-}
-
-async fn gql(server: &Server, token: Option<&str>, query: &str, variables: Value) -> Value {
-    let mut request = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/graphql", server.http))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let body: Value = request.send().await.unwrap().json().await.unwrap();
-    assert!(body["errors"].is_null(), "{query}: {body}");
-    body["data"].clone()
+    process::start(pepeunit(db, stub), http, mqtt, Duration::from_secs(60))
 }
 
 /// Publishes one QoS 1 value and waits for its PUBACK.
@@ -108,43 +55,10 @@ async fn an_alert_fired_before_a_sigkill_is_sent_once_after_the_restart() {
     let source = SourceRepo::firmware(remotes.path(), "firmware");
     source.publish();
     let db = TestDb::new().await;
-    let created = pepeunit(&db, &stub)
-        .args([
-            "admin",
-            "create",
-            "--login",
-            "root",
-            "--email",
-            "root@example.com",
-        ])
-        .env("PEPEUNIT_ADMIN_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    process::create_admin(pepeunit(&db, &stub));
     let (http, mqtt) = (free_port(), free_port());
     let mut server = start(&db, &stub, http, mqtt);
-    let token = gql(
-        &server,
-        None,
-        "mutation($p: String!) { login(login: \"root\", password: $p) { accessToken } }",
-        json!({ "p": PASSWORD }),
-    )
-    .await["login"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let repo = gql(
-        &server,
-        Some(&token),
-        "mutation($u: String!) { createRepoUnit(input: { name: \"fw\", cloneUrl: $u }) { uuid } }",
-        json!({ "u": source.file_url() }),
-    )
-    .await["createRepoUnit"]["uuid"]
-        .clone();
+    let (token, repo) = process::admin_with_repo_unit(&server, &source.file_url()).await;
     let unit = gql(
         &server,
         Some(&token),

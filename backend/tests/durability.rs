@@ -6,80 +6,25 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::TestDb;
 use common::git::SourceRepo;
+use common::process::{self, Server, free_port, gql};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
-use serde_json::{Value, json};
-
-const PASSWORD: &str = "a-long-admin-password";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    http: u16,
-    mqtt: u16,
-}
+use serde_json::json;
 
 fn pepeunit(db: &TestDb) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pepeunit"));
-    command
-        .env_clear()
-        .env("PEPEUNIT_DATA_DIR", db.data_dir())
-        .env("PEPEUNIT_ALLOW_LOCAL_REMOTES", "true")
-        .env("PEPEUNIT_LOG_LEVEL", "warn")
-        .stdin(Stdio::null());
-    if let Some(url) = &db.url {
-        command.env("PEPEUNIT_DATABASE_URL", url);
-    }
+    let mut command = process::pepeunit(env!("CARGO_BIN_EXE_pepeunit"), db);
+    command.env("PEPEUNIT_ALLOW_LOCAL_REMOTES", "true");
     command
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the server on these ports: a restart keeps them, as topics carry the instance's address.
 fn start(db: &TestDb, http: u16, mqtt: u16) -> Server {
-    let child = pepeunit(db)
-        .env("PEPEUNIT_HTTP_BIND", format!("127.0.0.1:{http}"))
-        .env("PEPEUNIT_MQTT_BIND", format!("127.0.0.1:{mqtt}"))
-        .env("PEPEUNIT_PUBLIC_URL", format!("http://127.0.0.1:{http}"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", mqtt)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server { child, http, mqtt }
-}
-
-async fn gql(server: &Server, token: Option<&str>, query: &str, variables: Value) -> Value {
-    let mut request = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/graphql", server.http))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let body: Value = request.send().await.unwrap().json().await.unwrap();
-    assert!(body["errors"].is_null(), "{query}: {body}");
-    body["data"].clone()
+    process::start(pepeunit(db), http, mqtt, Duration::from_secs(30))
 }
 
 async fn client(server: &Server, unit: &str, token: &str) -> (AsyncClient, rumqttc::EventLoop) {
@@ -94,44 +39,11 @@ async fn every_acknowledged_value_survives_sigkill() {
     let remotes = tempfile::tempdir().unwrap();
     let source = SourceRepo::firmware(remotes.path(), "firmware");
     let db = TestDb::new().await;
-    let created = pepeunit(&db)
-        .args([
-            "admin",
-            "create",
-            "--login",
-            "root",
-            "--email",
-            "root@example.com",
-        ])
-        .env("PEPEUNIT_ADMIN_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    process::create_admin(pepeunit(&db));
     let (http, mqtt) = (free_port(), free_port());
     let mut server = start(&db, http, mqtt);
 
-    let token = gql(
-        &server,
-        None,
-        "mutation($p: String!) { login(login: \"root\", password: $p) { accessToken } }",
-        json!({ "p": PASSWORD }),
-    )
-    .await["login"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let repo = gql(
-        &server,
-        Some(&token),
-        "mutation($u: String!) { createRepoUnit(input: { name: \"fw\", cloneUrl: $u }) { uuid } }",
-        json!({ "u": source.file_url() }),
-    )
-    .await["createRepoUnit"]["uuid"]
-        .clone();
+    let (token, repo) = process::admin_with_repo_unit(&server, &source.file_url()).await;
     let mut units = Vec::new();
     for i in 0..4 {
         let unit = gql(&server, Some(&token), "mutation($r: ID!, $n: String!) { createUnit(input: { repoUnitUuid: $r, name: $n }) { uuid env nodes { uuid topicName topic } } }", json!({ "r": repo, "n": format!("unit {i}") }))

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 pub mod git;
 pub mod mqtt;
+pub mod process;
 pub mod telegram;
 pub mod units;
 use tokio::sync::oneshot;

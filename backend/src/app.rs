@@ -108,6 +108,11 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             trust_forwarded_for: config.trust_forwarded_for,
             frontend_dir: Arc::new(config.frontend_dir.clone()),
             metrics_token: config.metrics_token.clone().map(Arc::new),
+            values: Arc::new(crate::http::values::ValueLimits::new(
+                config.rest_values_rate,
+                config.rest_values_burst,
+                config.rest_values_max_batch,
+            )),
         },
         sync_check_interval: std::time::Duration::from_secs(config.sync_check_interval_seconds),
         broker,

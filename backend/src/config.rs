@@ -115,6 +115,9 @@ pub struct Config {
     pub mqtt_publish_bytes_per_second: u64,
     pub mqtt_session_expiry_max_seconds: u64,
     pub mqtt_session_max_queued: usize,
+    pub rest_values_rate: u32,
+    pub rest_values_burst: u32,
+    pub rest_values_max_batch: usize,
     pub frontend_dir: PathBuf,
     /// Whether `mqtt_bind` came from the file, the environment or a flag rather than the default: only the
     /// default port may fall back to a free one when it is taken (see [`crate::app::bind_mqtt`]).
@@ -198,6 +201,9 @@ impl Default for Config {
             mqtt_publish_bytes_per_second: 1_048_576,
             mqtt_session_expiry_max_seconds: 7_200,
             mqtt_session_max_queued: 1_000,
+            rest_values_rate: 100,
+            rest_values_burst: 1_000,
+            rest_values_max_batch: 1_000,
             // Where this checkout's build script puts the web app (see frontend-build/).
             frontend_dir: PathBuf::from(env!("PEPEUNIT_FRONTEND_DIST")),
             mqtt_bind_explicit: false,
@@ -508,6 +514,21 @@ pub struct ConfigArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt_session_max_queued: Option<usize>,
 
+    /// Sustained values per second one unit may post over REST (`POST /api/v1/units/{uuid}/values`; 0 = no limit) [default: 100]
+    #[arg(long, env = "PEPEUNIT_REST_VALUES_RATE", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rest_values_rate: Option<u32>,
+
+    /// Values one unit may post over REST at once above the sustained rate [default: 1000]
+    #[arg(long, env = "PEPEUNIT_REST_VALUES_BURST", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rest_values_burst: Option<u32>,
+
+    /// Most values in one REST request [default: 1000]
+    #[arg(long, env = "PEPEUNIT_REST_VALUES_MAX_BATCH", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rest_values_max_batch: Option<usize>,
+
     /// Directory of the built web app served at `/` [default: where this build put it]
     #[arg(long, env = "PEPEUNIT_FRONTEND_DIR", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -739,9 +760,10 @@ impl Config {
             || self.mqtt_subscriber_queue == 0
             || self.mqtt_max_inflight == 0
             || self.mqtt_session_max_queued == 0
+            || self.rest_values_max_batch == 0
         {
             return Err(ConfigError(
-                "http_header_read_timeout_seconds, mqtt_slow_subscriber_timeout_seconds, mqtt_subscriber_queue, mqtt_max_inflight and mqtt_session_max_queued must be positive".into(),
+                "http_header_read_timeout_seconds, mqtt_slow_subscriber_timeout_seconds, mqtt_subscriber_queue, mqtt_max_inflight, mqtt_session_max_queued and rest_values_max_batch must be positive".into(),
             ));
         }
         if self.mqtt_tls_cert.is_some() != self.mqtt_tls_key.is_some() {

@@ -141,6 +141,16 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        json_error(self.status(), self.code(), &self.public_message())
+        let mut response = json_error(self.status(), self.code(), &self.public_message());
+        if let Error::RateLimited {
+            retry_after_seconds,
+        } = self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_seconds),
+            );
+        }
+        response
     }
 }

@@ -157,6 +157,64 @@ impl Drop for Admitted {
     }
 }
 
+/// A token bucket: `rate` per second sustained, `capacity` at once; a rate of 0 never refuses.
+pub struct TokenBucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, capacity: f64) -> Self {
+        Self {
+            rate,
+            capacity,
+            tokens: capacity,
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.capacity);
+        self.at = now;
+    }
+
+    /// Takes `n` tokens if there are that many.
+    pub fn take(&mut self, n: f64) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        self.refill();
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long until `n` tokens are there (`n` over the capacity never is: the time to fill it).
+    pub fn wait_for(&mut self, n: f64) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        self.refill();
+        let missing = (n.min(self.capacity) - self.tokens).max(0.0);
+        Duration::from_secs_f64(missing / self.rate)
+    }
+
+    /// Whether the bucket is full again: its owner has been quiet for long enough to be forgotten.
+    pub fn is_full(&mut self) -> bool {
+        self.rate <= 0.0 || {
+            self.refill();
+            self.tokens >= self.capacity
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

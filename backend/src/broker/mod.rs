@@ -25,6 +25,7 @@ pub mod acl;
 pub mod codec;
 pub mod commands;
 pub mod ingest;
+pub mod posted;
 mod session;
 mod session_store;
 pub mod tls;

@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
@@ -25,7 +25,7 @@ use super::codec::{self, DecodeError, Packet, Refusal, Version, Will, reason};
 use super::ingest::Item;
 use super::session_store::{Held, Leftover};
 use super::{Broker, Delivery, MAX_CONNECT, MAX_PACKET, Subscriber, Target};
-use crate::limits::Admitted;
+use crate::limits::{Admitted, TokenBucket};
 use crate::services::units::device::{self, DeviceCaller};
 use crate::services::units::live::LiveEvent;
 
@@ -286,11 +286,11 @@ where
         deliveries,
         conn: conn.clone(),
         subscribed: resumed.subscriptions,
-        messages: Bucket::new(
+        messages: TokenBucket::new(
             f64::from(limits.publish_rate),
             f64::from(limits.publish_burst.max(1)),
         ),
-        bytes: Bucket::new(
+        bytes: TokenBucket::new(
             limits.publish_bytes_per_second as f64,
             // Four seconds' worth, and always room for one packet of the largest size.
             (limits.publish_bytes_per_second as f64 * 4.0).max(MAX_PACKET as f64),
@@ -607,41 +607,6 @@ async fn complete(
     }
 }
 
-/// A token bucket: `rate` per second sustained, `capacity` at once; a rate of 0 never refuses.
-struct Bucket {
-    rate: f64,
-    capacity: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: f64, capacity: f64) -> Self {
-        Self {
-            rate,
-            capacity,
-            tokens: capacity,
-            at: Instant::now(),
-        }
-    }
-
-    fn take(&mut self, n: f64) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.capacity);
-        self.at = now;
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 struct Session {
     broker: Broker,
     /// Started at the first QoS 1 publish: an idle or QoS 0 connection does without the task and its queue.
@@ -657,8 +622,8 @@ struct Session {
     conn: Arc<Conn>,
     /// Topics and granted QoS, as a persistent session keeps them.
     subscribed: Vec<(String, u8)>,
-    messages: Bucket,
-    bytes: Bucket,
+    messages: TokenBucket,
+    bytes: TokenBucket,
 }
 
 impl Session {

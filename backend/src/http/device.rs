@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::services::units::device::{self, DeviceCaller};
 use crate::services::units::{bundle, data, links, nodes};
 
-fn token(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn token(headers: &HeaderMap) -> Option<&str> {
     if let Some(token) = headers.get("x-auth-token").and_then(|v| v.to_str().ok()) {
         return Some(token.trim());
     }

@@ -42,6 +42,7 @@ const TABLES: &[&str] = &[
     "alert_deliveries",
     "boards",
     "board_items",
+    "api_tokens",
 ];
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod m20261128_000005_data_indexes;
 mod m20261128_000010_federation;
 mod m20261128_000020_alerts;
 mod m20261128_000031_federation_unit_blocks;
+mod m20261128_000050_api_tokens;
 
 /// Runs the Pepeunit migrations in order.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_federation::Migration),
             Box::new(m20261128_000020_alerts::Migration),
             Box::new(m20261128_000031_federation_unit_blocks::Migration),
+            Box::new(m20261128_000050_api_tokens::Migration),
         ]
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BackupError;
 use crate::entities::{
-    alert_channels, alert_deliveries, alert_rules, alerts, board_items, boards,
+    alert_channels, alert_deliveries, alert_rules, alerts, api_tokens, board_items, boards,
     federation_followers, federation_keys, federation_peers, federation_remote_links,
     federation_remote_outputs, federation_remote_units, federation_unit_blocks, instance_settings,
     permissions, repo_units, rollouts, unit_logs, unit_node_edges, unit_node_values, unit_nodes,
@@ -60,6 +60,7 @@ pub const TABLES: &[&str] = &[
     "alert_deliveries",
     "boards",
     "board_items",
+    "api_tokens",
 ];
 
 /// Tables whose primary key is a PostgreSQL sequence that must move past the restored ids.
@@ -124,6 +125,10 @@ macro_rules! with_entity {
             }
             "unit_node_values" => {
                 type $e = unit_node_values::Entity;
+                $body
+            }
+            "api_tokens" => {
+                type $e = api_tokens::Entity;
                 $body
             }
             "federation_keys" => {

@@ -4,6 +4,7 @@ pub mod alert_channels;
 pub mod alert_deliveries;
 pub mod alert_rules;
 pub mod alerts;
+pub mod api_tokens;
 pub mod board_items;
 pub mod boards;
 pub mod federation_followers;

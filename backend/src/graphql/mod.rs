@@ -1,6 +1,7 @@
 //! The GraphQL open API: thin resolvers over the services, one merged schema.
 
 mod alerts;
+mod api_tokens;
 mod boards;
 mod federation;
 mod live;
@@ -30,6 +31,7 @@ pub struct QueryRoot(
     federation::FederationQuery,
     alerts::AlertQuery,
     boards::BoardQuery,
+    api_tokens::ApiTokenQuery,
 );
 
 /// Every mutation.
@@ -42,6 +44,7 @@ pub struct MutationRoot(
     federation::FederationMutation,
     alerts::AlertMutation,
     boards::BoardMutation,
+    api_tokens::ApiTokenMutation,
 );
 
 /// The schema type served at `/graphql`.
@@ -63,6 +66,48 @@ pub(crate) fn list_cost(limit: u64, child_complexity: usize, queries: usize) -> 
     let rows = limit.clamp(1, MAX_ROWS) as usize;
     rows.saturating_mul(child_complexity)
         .saturating_add(queries.saturating_mul(QUERY_COST))
+}
+
+/// Refuses a document holding a mutation when the caller holds a read-only API token, over HTTP and
+/// WebSocket alike, before anything runs.
+struct ReadOnlyTokens;
+
+impl ExtensionFactory for ReadOnlyTokens {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ReadOnlyTokens)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for ReadOnlyTokens {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &async_graphql::Variables,
+        next: async_graphql::extensions::NextParseQuery<'_>,
+    ) -> async_graphql::ServerResult<async_graphql::parser::types::ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        let read_only = ctx
+            .data_opt::<crate::services::api_tokens::Credential>()
+            .is_some_and(|c| c.read_only());
+        let writes = document
+            .operations
+            .iter()
+            .any(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Mutation);
+        if read_only && writes {
+            let mut error = ServerError::new(
+                "this API token is read-only: it cannot run a mutation",
+                None,
+            );
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", "FORBIDDEN");
+            return Err(error);
+        }
+        Ok(document)
+    }
 }
 
 /// Ends a query or mutation that runs longer than its budget with a `TIMEOUT` error, so one request
@@ -114,6 +159,7 @@ pub fn build_schema(config: &Config, services: Services) -> PepeunitSchema {
     .limit_depth(config.graphql_max_depth)
     .limit_complexity(config.graphql_max_complexity)
     .data(units::GraphLoader::new(services.db().clone()))
+    .extension(ReadOnlyTokens)
     .extension(TimeBudget(Duration::from_millis(
         config.graphql_time_budget_ms,
     )))
@@ -142,6 +188,13 @@ pub struct RequestInfo {
 /// The caller, as the HTTP layer established it.
 pub(crate) fn actor(ctx: &Context<'_>) -> Actor {
     ctx.data_opt::<Actor>().copied().unwrap_or(Actor::Anonymous)
+}
+
+/// How the caller authenticated (a login session unless the HTTP layer said it was an API token).
+pub(crate) fn credential(ctx: &Context<'_>) -> crate::services::api_tokens::Credential {
+    ctx.data_opt::<crate::services::api_tokens::Credential>()
+        .copied()
+        .unwrap_or(crate::services::api_tokens::Credential::Session)
 }
 
 pub(crate) fn services<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Services> {

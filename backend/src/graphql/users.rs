@@ -181,6 +181,7 @@ impl UserMutation {
         old_password: String,
         new_password: String,
     ) -> Result<AuthPayload> {
+        super::credential(ctx).require_session().gql()?;
         Ok(
             service::change_password(services(ctx)?, &actor(ctx), &old_password, &new_password)
                 .await
@@ -191,6 +192,7 @@ impl UserMutation {
 
     /// Ends every session of the caller.
     async fn logout_everywhere(&self, ctx: &Context<'_>) -> Result<bool> {
+        super::credential(ctx).require_session().gql()?;
         service::logout_everywhere(services(ctx)?, &actor(ctx))
             .await
             .gql()?;

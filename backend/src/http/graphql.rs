@@ -21,7 +21,8 @@ use serde_json::json;
 
 use super::AppState;
 use crate::graphql::RequestInfo;
-use crate::services::{Actor, users};
+use crate::services::Actor;
+use crate::services::api_tokens::{self, Credential};
 
 pub async fn graphiql() -> Html<&'static str> {
     Html(include_str!("../../assets/graphiql/index.html"))
@@ -168,17 +169,20 @@ pub async fn execute(
             );
         }
     };
-    let actor = match super::bearer(&headers) {
-        None => Actor::Anonymous,
-        Some(token) => match users::authenticate(&state.services, token).await {
-            Ok(actor) => actor,
+    let (actor, credential) = match super::bearer(&headers) {
+        None => (Actor::Anonymous, Credential::Session),
+        Some(token) => match api_tokens::authenticate_bearer(&state.services, token).await {
+            Ok(authenticated) => authenticated,
             Err(error) => {
                 return refusal(error.status(), error.code(), &error.public_message());
             }
         },
     };
     let client_ip = state.client_ip(peer, &headers);
-    let request = request.data(actor).data(RequestInfo { client_ip });
+    let request = request
+        .data(actor)
+        .data(credential)
+        .data(RequestInfo { client_ip });
     let mut response = state.schema.execute(request).await;
     response.errors.iter_mut().for_each(code_engine_error);
 

@@ -10,12 +10,16 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::AppState;
-use crate::services::{Actor, Services, users};
+use crate::services::api_tokens::{self, Credential};
+use crate::services::{Actor, Services};
 
-async fn actor(services: &Services, token: Option<&str>) -> async_graphql::Result<Actor> {
+async fn actor(
+    services: &Services,
+    token: Option<&str>,
+) -> async_graphql::Result<(Actor, Credential)> {
     match token {
-        None => Ok(Actor::Anonymous),
-        Some(token) => users::authenticate(services, token)
+        None => Ok((Actor::Anonymous, Credential::Session)),
+        Some(token) => api_tokens::authenticate_bearer(services, token)
             .await
             .map_err(|e| async_graphql::Error::new(e.public_message())),
     }
@@ -43,7 +47,9 @@ pub async fn subscribe(
                         .map(str::to_owned)
                         .or(header_token);
                     let mut data = Data::default();
-                    data.insert(actor(&services, token.as_deref()).await?);
+                    let (actor, credential) = actor(&services, token.as_deref()).await?;
+                    data.insert(actor);
+                    data.insert(credential);
                     Ok(data)
                 })
                 .serve()

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod actor;
 pub mod alerts;
+pub mod api_tokens;
 pub mod boards;
 pub mod federation;
 pub mod login_throttle;

@@ -5,6 +5,7 @@ mod frontend;
 mod graphql;
 mod graphql_ws;
 mod health;
+mod history_csv;
 pub mod metrics;
 mod mqtt_ws;
 pub mod server;
@@ -100,6 +101,10 @@ pub fn router(state: AppState) -> Router {
             get(device::get_state_storage),
         )
         .route("/api/v1/unit_nodes", get(device::unit_nodes))
+        .route(
+            "/api/v1/unit_nodes/{uuid}/history.csv",
+            get(history_csv::export).post(history_csv::import),
+        )
         .route("/api/v1/world_state", get(device::world_state))
         .route("/api/v1/units", get(device::units))
         .route("/api/v1/units/{uuid}/values", post(values::post))

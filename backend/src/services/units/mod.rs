@@ -7,6 +7,7 @@
 //! theirs, and env.json gains the new example keys and loses the dropped ones.
 
 pub mod bundle;
+pub mod csv;
 pub mod data;
 pub mod device;
 pub mod env;

@@ -40,6 +40,8 @@ pub enum Dialog {
     ChangePassword,
     /// The admin panel: users and instance settings.
     Admin,
+    /// The user's alert channels, boards and alert history.
+    Alerts,
 }
 
 /// State shared by every component.
@@ -279,6 +281,7 @@ fn Toolbar() -> Element {
                     }
                     span { class: "who", "{me.login}" }
                 }
+                button { id: "alerts", onclick: move |_| store.open(Dialog::Alerts), "Alerts" }
                 button { id: "change-password", onclick: move |_| store.open(Dialog::ChangePassword), "Password" }
                 button { onclick: move |_| store.logout(), "Log out" }
             } else {

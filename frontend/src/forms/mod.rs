@@ -2,7 +2,12 @@
 
 mod admin;
 mod admin_users;
+mod alert_channels;
+mod alert_history;
+mod alert_rules;
+mod alerts;
 mod auth;
+mod boards;
 mod env;
 mod fields;
 mod link;
@@ -49,5 +54,6 @@ pub fn Dialogs() -> Element {
         }
         Some(Dialog::ChangePassword) => rsx! { password::ChangePassword {} },
         Some(Dialog::Admin) => rsx! { admin::AdminPanel {} },
+        Some(Dialog::Alerts) => rsx! { alerts::AlertsPanel {} },
     }
 }

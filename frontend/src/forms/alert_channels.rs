@@ -15,11 +15,23 @@ use crate::errors::ApiError;
 /// How often the list is read again while a link code waits for its chat.
 const POLL_MS: i32 = 2000;
 
+/// How many Telegram chats an `alertChannels` answer lists.
+fn chats_in(answer: &Option<Result<Value, ApiError>>) -> usize {
+    match answer {
+        Some(Ok(data)) => data["alertChannels"].as_array().map_or(0, |list| {
+            list.iter().filter(|c| c["kind"] == "telegram").count()
+        }),
+        _ => 0,
+    }
+}
+
 #[component]
 pub fn Channels() -> Element {
     let store = use_context::<Store>();
     let mut refresh = use_signal(|| 0_u32);
     let mut code = use_signal(|| None::<Value>);
+    // The chats there were when the code was made: one more means the code did its job.
+    let mut chats_before = use_signal(|| 0_usize);
     let mut code_error = use_signal(|| None::<ApiError>);
     let mut url = use_signal(String::new);
     let mut error = use_signal(|| None::<ApiError>);
@@ -32,12 +44,17 @@ pub fn Channels() -> Element {
     use_future(move || async move {
         loop {
             sleep(POLL_MS).await;
-            let waiting = code.read().as_ref().is_some_and(|c| {
-                c["expiresAt"]
-                    .as_str()
-                    .is_some_and(|at| js_sys::Date::parse(at) > js_sys::Date::now())
-            });
-            if waiting {
+            let Some(valid_until) = code
+                .read()
+                .as_ref()
+                .map(|c| c["expiresAt"].as_str().map_or(0.0, js_sys::Date::parse))
+            else {
+                continue;
+            };
+            if chats_in(&channels.read()) > chats_before() {
+                code.set(None);
+                store.say("Telegram chat linked");
+            } else if valid_until > js_sys::Date::now() {
                 refresh += 1;
             }
         }
@@ -53,7 +70,9 @@ pub fn Channels() -> Element {
     let (chats, hooks): (Vec<Channel>, Vec<Channel>) =
         list.into_iter().partition(|c| c.kind == "telegram");
 
+    let chat_count = chats.len();
     let new_code = move |_| {
+        chats_before.set(chat_count);
         spawn(async move {
             match gql(queries::CREATE_TELEGRAM_LINK_CODE, json!({})).await {
                 Ok(data) => {

@@ -151,6 +151,7 @@ pub fn AlertRules(watched: Watched) -> Element {
                 ("cooldownSeconds", cooldown()),
                 ("timeoutSeconds", timeout()),
             ];
+            error.set(None);
             match rule_input(&watched, &kind(), texts) {
                 Ok(input) => act_in_form(
                     store,

@@ -264,6 +264,9 @@ fn RuleRow(rule: Rule) -> Element {
                     " · "
                     strong { class: "firing", "firing" }
                 }
+                if let Some(at) = &rule.last_fired_at {
+                    span { class: "muted", " · last alert {when(at)}" }
+                }
                 if muted {
                     " · "
                     span { class: "muted-until", "muted until {until}" }

@@ -283,6 +283,23 @@ fn fingerprint(parts: &[&[u8]]) -> String {
 /// Builds the app into [`Paths::dist`] unless it is up to date.
 pub fn build(paths: &Paths, log: &mut dyn FnMut(&str)) -> Result<Report, String> {
     let started = Instant::now();
+    // Browser tests build the app from parallel processes: one builds, the others wait for it and
+    // then find the app up to date instead of replacing `dist` while it is being served.
+    std::fs::create_dir_all(&paths.work)
+        .map_err(|e| format!("creating {}: {e}", paths.work.display()))?;
+    let lock = std::fs::File::create(paths.work.join(".lock"))
+        .and_then(|file| file.lock().map(|()| file))
+        .map_err(|e| format!("locking {}: {e}", paths.work.display()))?;
+    let report = build_locked(paths, started, log);
+    drop(lock);
+    report
+}
+
+fn build_locked(
+    paths: &Paths,
+    started: Instant,
+    log: &mut dyn FnMut(&str),
+) -> Result<Report, String> {
     ensure_target(log)?;
     let wasm_target = paths.work.join("wasm");
     log("building the web app for wasm32 (cargo build --profile wasm-release)");

@@ -44,6 +44,8 @@ pub enum Dialog {
     Federation,
     /// Preview a unit of another instance and link one of its outputs.
     RemoteUnit,
+    /// The user's alert channels, boards and alert history.
+    Alerts,
 }
 
 /// State shared by every component.
@@ -285,6 +287,7 @@ fn Toolbar() -> Element {
                     }
                     span { class: "who", "{me.login}" }
                 }
+                button { id: "alerts", onclick: move |_| store.open(Dialog::Alerts), "Alerts" }
                 button { id: "change-password", onclick: move |_| store.open(Dialog::ChangePassword), "Password" }
                 button { onclick: move |_| store.logout(), "Log out" }
             } else {

@@ -5,6 +5,7 @@
 //! layout, filters and the API's error shape are plain Rust that builds and is tested on the host; the
 //! user interface itself exists only on `wasm32`.
 
+pub mod alerts;
 pub mod errors;
 pub mod filter;
 pub mod layout;

@@ -52,6 +52,57 @@ pub const CHANGE_PASSWORD: &str = "mutation ChangePassword($old: String!, $new: 
   changePassword(oldPassword: $old, newPassword: $new) { accessToken refreshToken }
 }";
 
+/// The caller's alert rules (all of them: each panel shows those on its node, unit or repo_unit).
+pub const ALERT_RULES: &str = "query AlertRules {
+  alertRules { uuid kind unitUuid nodeUuid repoUnitUuid threshold hysteresis minDurationSeconds cooldownSeconds
+    timeoutSeconds mutedUntil state lastFiredAt }
+}";
+
+pub const CREATE_ALERT_RULE: &str = "mutation CreateAlertRule($input: CreateAlertRuleInput!) {
+  createAlertRule(input: $input) { uuid }
+}";
+
+pub const DELETE_ALERT_RULE: &str =
+    "mutation DeleteAlertRule($uuid: ID!) { deleteAlertRule(uuid: $uuid) }";
+
+/// Mutes a rule for `minutes`; 0 unmutes it.
+pub const MUTE_ALERT_RULE: &str = "mutation MuteAlertRule($uuid: ID!, $minutes: Int!) {
+  muteAlertRule(uuid: $uuid, minutes: $minutes) { uuid mutedUntil }
+}";
+
+/// Where the caller's alerts go.
+pub const ALERT_CHANNELS: &str = "query AlertChannels {
+  alertChannels { uuid kind telegramChatId webhookUrl paused pausedReason failures createdAt }
+}";
+
+pub const CREATE_TELEGRAM_LINK_CODE: &str =
+    "mutation LinkCode { createTelegramLinkCode { code expiresAt deepLink } }";
+
+/// A new webhook; its secret is in this answer only.
+pub const CREATE_WEBHOOK: &str = "mutation CreateWebhook($url: String!) {
+  createWebhookChannel(url: $url) { secret channel { uuid } }
+}";
+
+pub const DELETE_ALERT_CHANNEL: &str =
+    "mutation DeleteAlertChannel($uuid: ID!) { deleteAlertChannel(uuid: $uuid) }";
+
+pub const RESUME_ALERT_CHANNEL: &str =
+    "mutation ResumeAlertChannel($uuid: ID!) { resumeAlertChannel(uuid: $uuid) { uuid paused } }";
+
+/// The caller's recent alerts, newest first.
+pub const ALERTS: &str = "query Alerts {
+  alerts(limit: 50) { uuid kind ruleKind unitName variable value message muted createdAt }
+}";
+
+pub const BOARDS: &str = "query Boards {
+  boards { uuid name items { nodeUuid label isInput value lastValue } }
+}";
+
+pub const CREATE_BOARD: &str =
+    "mutation CreateBoard($input: CreateBoardInput!) { createBoard(input: $input) { uuid } }";
+
+pub const DELETE_BOARD: &str = "mutation DeleteBoard($uuid: ID!) { deleteBoard(uuid: $uuid) }";
+
 /// What the admin panel shows (admins only).
 pub const ADMIN: &str = "query Admin {
   users(limit: 100) { uuid login email role status }

@@ -2,7 +2,12 @@
 
 mod admin;
 mod admin_users;
+mod alert_channels;
+mod alert_history;
+mod alert_rules;
+mod alerts;
 mod auth;
+mod boards;
 mod env;
 mod federation;
 mod fields;
@@ -53,5 +58,6 @@ pub fn Dialogs() -> Element {
         Some(Dialog::Admin) => rsx! { admin::AdminPanel {} },
         Some(Dialog::Federation) => rsx! { federation::FederationPanel {} },
         Some(Dialog::RemoteUnit) => rsx! { remote_unit::RemoteUnitDialog {} },
+        Some(Dialog::Alerts) => rsx! { alerts::AlertsPanel {} },
     }
 }

@@ -4,6 +4,7 @@
 use dioxus::prelude::*;
 use serde_json::{Value, json};
 
+use super::alert_rules::{AlertRules, Watched};
 use super::fields::{CheckField, FormError, Modal, SelectField, TextField, names, visibilities};
 use super::rollout::RolloutList;
 use crate::api::{gql, queries};
@@ -264,6 +265,7 @@ pub fn RepoUnitPanel(uuid: String) -> Element {
                 }
             }
             RolloutList { repo: uuid.clone() }
+            AlertRules { watched: Watched::RepoUnit(uuid.clone()) }
             if mine {
                 form { id: "repo-unit-edit", onsubmit: save,
                     FormError { error, fields: names(&FIELDS) }

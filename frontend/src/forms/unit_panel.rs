@@ -4,6 +4,7 @@
 use dioxus::prelude::*;
 use serde_json::{Value, json};
 
+use super::alert_rules::{AlertRules, Watched};
 use super::fields::Modal;
 use crate::api::{gql, queries};
 use crate::app::{Dialog, Store, act};
@@ -173,6 +174,7 @@ pub fn UnitPanel(uuid: String) -> Element {
                     }
                 }
             }
+            AlertRules { watched: Watched::Unit(unit.uuid.clone()) }
             if mine {
                 super::federation::UnitBlocks { unit: id.clone() }
                 h3 { "Update history" }

@@ -4,6 +4,7 @@
 use dioxus::prelude::*;
 use serde_json::json;
 
+use super::alert_rules::{AlertRules, Watched};
 use super::fields::{CheckField, FormError, Modal, SelectField, TextField, names};
 use crate::api::{gql, queries};
 use crate::app::{Dialog, Store, act_in_form};
@@ -168,6 +169,9 @@ pub fn VariablePanel(uuid: String) -> Element {
             }
             if let Some(current) = settings {
                 NodeSettings { uuid: uuid.clone(), current, input: node.is_input() }
+            }
+            if !node.is_input() {
+                AlertRules { watched: Watched::Output(uuid.clone()) }
             }
             h3 { "Links" }
             if links.is_empty() {

@@ -8,6 +8,7 @@ mod health;
 pub mod metrics;
 mod mqtt_ws;
 pub mod server;
+mod telegram;
 mod webhooks;
 
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub frontend_dir: Arc<std::path::PathBuf>,
     /// Opens `/metrics` to clients that present it; without it only direct loopback clients may read it.
     pub metrics_token: Option<Arc<crate::config::Secret>>,
+    /// The Telegram bot, which takes updates at its webhook in webhook mode.
+    pub telegram: Option<Arc<crate::telegram::Telegram>>,
 }
 
 impl AppState {
@@ -99,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/unit_nodes", get(device::unit_nodes))
         .route("/api/v1/world_state", get(device::world_state))
         .route("/api/v1/units", get(device::units))
+        .route(crate::telegram::WEBHOOK_PATH, post(telegram::receive))
         .merge(state.services.federation().router())
         .route("/", get(frontend::index))
         .fallback(frontend::file_or_not_found)

@@ -98,9 +98,9 @@ pub struct AlertChannel {
     created_at: DateTime<Utc>,
     /// For a webhook: the variables (node uuids) whose every value it receives (`setWebhookVariables`).
     value_node_uuids: Vec<ID>,
-    /// Values POSTed to the webhook since the server started.
+    /// Values POSTed to the webhook since the server started (or since it last had no variables).
     values_sent: u64,
-    /// Values the webhook missed since the server started: its queue was full, or it kept refusing them.
+    /// Values the webhook missed since then: its queue was full, or it kept refusing them.
     values_dropped: u64,
 }
 

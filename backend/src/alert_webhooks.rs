@@ -1,6 +1,7 @@
 //! Outgoing webhooks: each alert as a JSON POST, signed with HMAC-SHA256 over the body under the webhook's
 //! own secret (`X-Pepeunit-Signature: sha256=<hex>`), with its id in `X-Pepeunit-Alert-Id` so a receiver
-//! can drop a repeat (delivery is at least once).
+//! can drop a repeat (delivery is at least once); and the values of the variables a webhook chose
+//! (`"event": "values"`, in batches), signed the same way.
 //!
 //! The SSRF guard of git remotes holds here too, at every connect: hosts are resolved through a resolver
 //! that refuses loopback, private and the other internal addresses unless `allow_local_remotes` is on; IP
@@ -20,6 +21,7 @@ use url::{Host, Url};
 use crate::entities::{alert_channels, alerts};
 use crate::services::Services;
 use crate::services::alerts::deliver::{AlertTransport, DeliveryError, addresses_allowed};
+use crate::services::alerts::values::{NamedSample, ValueTransport};
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "x-pepeunit-signature";
@@ -73,11 +75,13 @@ impl Webhooks {
         })
     }
 
+    /// POSTs `body` to the channel's URL, signed under its secret, with `alert`'s id if it is an alert.
     async fn post(
         &self,
         services: &Services,
         channel: &alert_channels::Model,
-        alert: &alerts::Model,
+        body: String,
+        alert: Option<uuid::Uuid>,
     ) -> Result<(), DeliveryError> {
         let raw = channel
             .webhook_url
@@ -99,27 +103,25 @@ impl Webhooks {
         }
         let secret = crate::services::alerts::webhook_secret(services, channel)
             .map_err(|e| DeliveryError::Permanent(e.to_string()))?;
-        let body = body(alert).to_string();
         let signature = sign(&secret, body.as_bytes());
-        let response = self
+        let mut request = self
             .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, format!("sha256={signature}"))
-            .header(ALERT_ID_HEADER, alert.uuid.to_string())
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| {
-                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-                while let Some(current) = cause {
-                    if let Some(refused) = current.downcast_ref::<Refused>() {
-                        return DeliveryError::Permanent(refused.to_string());
-                    }
-                    cause = current.source();
+            .header(SIGNATURE_HEADER, format!("sha256={signature}"));
+        if let Some(alert) = alert {
+            request = request.header(ALERT_ID_HEADER, alert.to_string());
+        }
+        let response = request.body(body).send().await.map_err(|error| {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+            while let Some(current) = cause {
+                if let Some(refused) = current.downcast_ref::<Refused>() {
+                    return DeliveryError::Permanent(refused.to_string());
                 }
-                DeliveryError::Retry(format!("the webhook could not be reached: {error}"))
-            })?;
+                cause = current.source();
+            }
+            DeliveryError::Retry(format!("the webhook could not be reached: {error}"))
+        })?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -164,7 +166,47 @@ impl AlertTransport for Webhooks {
         channel: &'a alert_channels::Model,
         alert: &'a alerts::Model,
     ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
-        Box::pin(self.post(services, channel, alert))
+        Box::pin(self.post(services, channel, body(alert).to_string(), Some(alert.uuid)))
+    }
+}
+
+/// The JSON of a batch of values: in order, with how many values this webhook has missed so far.
+fn values_body(channel: &alert_channels::Model, samples: &[NamedSample], dropped: u64) -> String {
+    let values: Vec<serde_json::Value> = samples
+        .iter()
+        .map(|s| {
+            json!({
+                "unit": { "uuid": s.sample.unit, "name": s.unit_name },
+                "node": s.sample.node,
+                "variable": s.variable,
+                "value": s.sample.value,
+                "at": s.sample.at.to_rfc3339(),
+            })
+        })
+        .collect();
+    json!({
+        "event": "values",
+        "webhook": channel.uuid,
+        "values": values,
+        "dropped": dropped,
+    })
+    .to_string()
+}
+
+impl ValueTransport for Webhooks {
+    fn post_values<'a>(
+        &'a self,
+        services: &'a Services,
+        channel: &'a alert_channels::Model,
+        samples: &'a [NamedSample],
+        dropped: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
+        Box::pin(self.post(
+            services,
+            channel,
+            values_body(channel, samples, dropped),
+            None,
+        ))
     }
 }
 

@@ -81,13 +81,16 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     let secrets = InstanceSecrets::load_or_create(&config)?;
     let services = Services::new(&config, db, secrets)?;
     let telegram = crate::telegram::Telegram::from_config(&config)?;
-    let webhooks = crate::alert_webhooks::Webhooks::new(config.allow_local_remotes)
-        .map_err(|e| StartError::Webhooks(e.to_string()))?;
+    let webhooks = Arc::new(
+        crate::alert_webhooks::Webhooks::new(config.allow_local_remotes)
+            .map_err(|e| StartError::Webhooks(e.to_string()))?,
+    );
     let alert_transports = crate::services::alerts::deliver::Transports {
         telegram: telegram
             .clone()
             .map(|t| t as Arc<dyn crate::services::alerts::deliver::AlertTransport>),
-        webhook: Some(Arc::new(webhooks)),
+        webhook: Some(webhooks.clone()),
+        values: Some(webhooks),
     };
     let unit_events = services.unit_events().subscribe();
     let counters = crate::limits::LimitCounters::default();
@@ -113,6 +116,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
                 config.rest_values_burst,
                 config.rest_values_max_batch,
             )),
+            telegram: telegram.clone(),
         },
         sync_check_interval: std::time::Duration::from_secs(config.sync_check_interval_seconds),
         broker,
@@ -285,6 +289,12 @@ impl App {
             self.state.services.clone(),
             self.alert_transports.clone(),
         ));
+        let values = self.alert_transports.values.clone().map(|t| {
+            tokio::spawn(crate::services::alerts::values::run(
+                self.state.services.clone(),
+                t,
+            ))
+        });
         let bot = self
             .telegram
             .as_ref()
@@ -332,6 +342,9 @@ impl App {
         commands.abort();
         evaluator.abort();
         outbox.abort();
+        if let Some(values) = values {
+            values.abort();
+        }
         for task in federation.into_iter().chain(bot) {
             task.abort();
         }

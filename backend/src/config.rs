@@ -52,6 +52,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the Telegram bot receives updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TelegramMode {
+    /// Webhook when `public_url` is https (Telegram only calls https), long polling otherwise.
+    Auto,
+    /// Long polling (`getUpdates`): needs nothing incoming.
+    Polling,
+    /// Telegram POSTs updates to `<public_url>/api/v1/telegram/webhook`.
+    Webhook,
+}
+
 /// SQLite's `synchronous` setting: what a commit (and so a PUBACK) survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -144,6 +156,7 @@ pub struct Config {
     pub federation_max_pending_per_peer: usize,
     pub telegram_bot_token: Option<Secret>,
     pub telegram_api_url: Option<String>,
+    pub telegram_mode: TelegramMode,
     pub alert_rules_per_user: u32,
     pub alert_webhooks_per_user: u32,
     pub alert_channel_max_failures: u32,
@@ -226,6 +239,7 @@ impl Default for Config {
             federation_max_pending_per_peer: 10_000,
             telegram_bot_token: None,
             telegram_api_url: None,
+            telegram_mode: TelegramMode::Auto,
             alert_rules_per_user: 200,
             alert_webhooks_per_user: 10,
             alert_channel_max_failures: 10,
@@ -642,6 +656,11 @@ pub struct ConfigArgs {
     #[arg(long, env = "PEPEUNIT_TELEGRAM_API_URL", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telegram_api_url: Option<String>,
+
+    /// How the bot gets updates: auto (webhook when public_url is https, else long polling), polling, webhook [default: auto]
+    #[arg(long, env = "PEPEUNIT_TELEGRAM_MODE", global = true, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telegram_mode: Option<TelegramMode>,
 
     /// Most alert rules one user may have [default: 200]
     #[arg(long, env = "PEPEUNIT_ALERT_RULES_PER_USER", global = true)]

@@ -611,3 +611,448 @@ async fn a_halted_rollout_gives_one_message() {
         1
     );
 }
+
+/// Waits until the unit gets `expected` on `topic` over MQTT.
+async fn expect_input(mqtt: &mut MqttUnit, topic: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the unit never got {expected}");
+        match mqtt.next(Duration::from_secs(30)).await {
+            Some(Seen::Message {
+                topic: t, payload, ..
+            }) if t == topic && payload == expected => {
+                return;
+            }
+            Some(Seen::Closed(why)) => panic!("the unit was disconnected: {why}"),
+            None => panic!("the unit never got {expected}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_button_without_a_value_asks_for_one_and_the_reply_sets_the_input() {
+    let stub = TelegramStub::start().await;
+    let fx = setup(&stub).await;
+    link(&fx, &stub, &fx.token, 8101).await;
+    let (_, bob) = fx.server.user("bob").await;
+    link(&fx, &stub, &bob, 8102).await;
+    let fan = device(&fx, "Barn-fan").await;
+    let mut mqtt = fan.connect(&fx).await;
+    let input = fan.topic("set_fan_state/pepeunit");
+    mqtt.client
+        .subscribe(&input, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    gql(
+        &fx,
+        &fx.token,
+        "mutation($i: CreateBoardInput!) { createBoard(input: $i) { uuid } }",
+        json!({ "i": { "name": "Barn", "items": [
+            { "nodeUuid": fan.node("set_fan_state/pepeunit"), "label": "Fan speed" },
+        ] } }),
+    )
+    .await;
+    stub.ask(8101, "/boards").await;
+    let listing = stub.messages(8101).pop().unwrap();
+    stub.press(8101, 8101, listing.id, &listing.button("Barn"));
+    let board = stub
+        .until("the board", |s| {
+            s.messages(8101)
+                .into_iter()
+                .find(|m| m.text.starts_with("📋 Barn"))
+        })
+        .await;
+
+    // Alice presses "Fan speed: set…": the bot asks, with ForceReply, for the value.
+    stub.press(8101, 8101, board.id, &board.button("Fan speed"));
+    let prompt = stub
+        .until("the prompt", |s| {
+            s.messages(8101)
+                .into_iter()
+                .find(|m| m.text.contains("Send the value for Fan speed"))
+        })
+        .await;
+    assert_eq!(
+        prompt.keyboard["force_reply"],
+        json!(true),
+        "{}",
+        prompt.keyboard
+    );
+    assert_eq!(prompt.keyboard["input_field_placeholder"], "Fan speed");
+
+    // Bob's reply to Alice's prompt does not count.
+    let before = stub.sent(8101).len();
+    stub.reply(8101, 8102, prompt.id, &prompt.text, "0");
+    let not_his = stub.wait_for(8101, before, |_| true).await;
+    assert_eq!(not_his, "This question is for whoever pressed the button.");
+
+    // Alice's reply sets the input: the unit gets it over MQTT, the board shows it.
+    let before = stub.sent(8101).len();
+    stub.reply(8101, 8101, prompt.id, &prompt.text, "42");
+    let done = stub.wait_for(8101, before, |_| true).await;
+    assert_eq!(done, "Fan speed set to 42.");
+    expect_input(&mut mqtt, &input, "42").await;
+    let edited = stub
+        .until("the edit", |s| s.edits(8101, board.id).pop())
+        .await;
+    assert!(edited.contains("• Fan speed: 42"), "{edited}");
+
+    // The prompt is spent: a second reply is refused with a clear answer and sets nothing.
+    let before = stub.sent(8101).len();
+    stub.reply(8101, 8101, prompt.id, &prompt.text, "7");
+    let spent = stub.wait_for(8101, before, |_| true).await;
+    assert!(spent.contains("expired or was answered"), "{spent}");
+
+    // Bob may see the unit's input but not write it: his press is refused and asks nothing.
+    let prompts_before = stub
+        .messages(8101)
+        .iter()
+        .filter(|m| m.text.contains("Send the value"))
+        .count();
+    stub.press(8101, 8102, board.id, &board.button("Fan speed"));
+    stub.until("bob's refusal", |s| {
+        s.callback_answers()
+            .contains(&"You may not set this input.".to_owned())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        stub.messages(8101)
+            .iter()
+            .filter(|m| m.text.contains("Send the value"))
+            .count(),
+        prompts_before
+    );
+    let unit = fx.unit(&fx.token, &fan.uuid).await;
+    assert_eq!(
+        common::units::node(&unit, "set_fan_state/pepeunit")["lastValue"],
+        "42"
+    );
+}
+
+/// POSTs `update` to the bot's webhook as Telegram does, with `secret` in its header if given.
+async fn post_update(url: &str, update: &Value, secret: Option<&str>) -> u16 {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(update.to_string());
+    if let Some(secret) = secret {
+        request = request.header("X-Telegram-Bot-Api-Secret-Token", secret);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_webhook_mode_the_bot_sets_its_webhook_and_takes_updates_only_with_its_secret_token() {
+    let stub = TelegramStub::start().await;
+    let api = stub.url.clone();
+    let fx = Fixture::with_config(
+        |_| {},
+        move |c| {
+            c.telegram_bot_token = Some(Secret::new(TOKEN));
+            c.telegram_api_url = Some(api);
+            c.telegram_mode = pepeunit_backend::config::TelegramMode::Webhook;
+        },
+    )
+    .await;
+    let (hook, secret) = stub.until("setWebhook", |s| s.webhook()).await;
+    assert_eq!(hook, fx.server.url("/api/v1/telegram/webhook"));
+    assert!(secret.len() >= 32, "{secret}");
+
+    let code = link_code(&fx, &fx.token).await;
+    let update = stub.update_json(9101, &format!("/start {code}"));
+    assert_eq!(post_update(&hook, &update, None).await, 401);
+    assert_eq!(post_update(&hook, &update, Some("wrong")).await, 401);
+    assert_eq!(
+        post_update(&hook, &json!({ "not": "an update" }), Some(&secret)).await,
+        400
+    );
+    assert_eq!(post_update(&hook, &update, Some(&secret)).await, 200);
+    // Had a refused POST been handled, it would have spent the code and this would be a refusal.
+    let linked = stub.wait_for(9101, 0, |_| true).await;
+    assert!(linked.starts_with("Linked to alice"), "{linked}");
+    let units = stub.update_json(9101, "/units");
+    assert_eq!(post_update(&hook, &units, Some(&secret)).await, 200);
+    stub.wait_for(9101, 1, |t| t.contains("no units")).await;
+    assert_eq!(stub.calls("getUpdates"), 0, "no polling in webhook mode");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_in_polling_mode_the_bot_deletes_the_webhook_and_refuses_webhook_posts() {
+    let stub = TelegramStub::start().await;
+    // As a run in webhook mode leaves it: getUpdates is refused until the webhook is deleted.
+    stub.set_webhook("https://pepeunit.example/api/v1/telegram/webhook");
+    let fx = setup(&stub).await;
+    link(&fx, &stub, &fx.token, 9201).await;
+    assert!(stub.webhook().is_none());
+    assert!(stub.calls("deleteWebhook") >= 1);
+    let update = stub.update_json(9201, "/units");
+    assert_eq!(
+        post_update(
+            &fx.server.url("/api/v1/telegram/webhook"),
+            &update,
+            Some("old")
+        )
+        .await,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_value_for_the_timeout_gives_one_alert_and_a_value_ends_it() {
+    let stub = TelegramStub::start().await;
+    let fx = setup(&stub).await;
+    link(&fx, &stub, &fx.token, 9301).await;
+    let sensor = device(&fx, "Beehive").await;
+    rule(
+        &fx,
+        json!({ "kind": "NO_VALUE", "nodeUuid": sensor.node("current_temp/pepeunit"), "timeoutSeconds": 1 }),
+    )
+    .await;
+    let mut mqtt = sensor.connect(&fx).await;
+    let topic = sensor.topic("current_temp/pepeunit");
+    publish_values(&mut mqtt, &topic, &["21"]).await;
+
+    let silent = stub.wait_for(9301, 0, |t| t.contains("no value")).await;
+    assert!(
+        silent.contains("Beehive: no value from current_temp for 1 s (since "),
+        "{silent}"
+    );
+    publish_values(&mut mqtt, &topic, &["22"]).await;
+    let back = stub.wait_for(9301, 0, |t| t.contains("values again")).await;
+    assert!(
+        back.contains("Beehive: current_temp has values again: 22 at "),
+        "{back}"
+    );
+    let alerts = about(&stub, 9301, "Beehive");
+    assert_eq!(alerts.len(), 2, "one alert, one end: {alerts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_rule_records_its_alerts_but_sends_none() {
+    let stub = TelegramStub::start().await;
+    let fx = setup(&stub).await;
+    link(&fx, &stub, &fx.token, 9401).await;
+    let sensor = device(&fx, "Cellar").await;
+    let uuid = rule(
+        &fx,
+        json!({ "kind": "ABOVE", "nodeUuid": sensor.node("current_temp/pepeunit"), "threshold": 30.0 }),
+    )
+    .await;
+    let muted = gql(
+        &fx,
+        &fx.token,
+        "mutation($u: ID!) { muteAlertRule(uuid: $u, minutes: 60) { mutedUntil } }",
+        json!({ "u": uuid }),
+    )
+    .await;
+    assert!(muted["muteAlertRule"]["mutedUntil"].is_string());
+    let mut mqtt = sensor.connect(&fx).await;
+    let topic = sensor.topic("current_temp/pepeunit");
+    publish_values(&mut mqtt, &topic, &["35"]).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let history = gql(&fx, &fx.token, "{ alerts { kind value muted } }", json!({})).await;
+        if history["alerts"] == json!([{ "kind": "fired", "value": "35", "muted": true }]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no muted alert: {history}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Unmuted, the return to normal is sent; deliveries to a chat keep their order, so a muted alert
+    // that had been sent would have come before it.
+    gql(
+        &fx,
+        &fx.token,
+        "mutation($u: ID!) { muteAlertRule(uuid: $u, minutes: 0) { mutedUntil } }",
+        json!({ "u": uuid }),
+    )
+    .await;
+    publish_values(&mut mqtt, &topic, &["20"]).await;
+    stub.wait_for(9401, 0, |t| t.contains("back to normal"))
+        .await;
+    let alerts = about(&stub, 9401, "Cellar");
+    assert_eq!(alerts.len(), 1, "only the unmuted alert: {alerts:?}");
+    let history = gql(&fx, &fx.token, "{ alerts { kind muted } }", json!({})).await;
+    assert_eq!(
+        history["alerts"],
+        json!([{ "kind": "resolved", "muted": false }, { "kind": "fired", "muted": true }])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_channel_keeps_its_alerts_and_sends_them_in_order_when_resumed() {
+    let stub = TelegramStub::start().await;
+    let fx = setup(&stub).await;
+    link(&fx, &stub, &fx.token, 9501).await;
+    let sensor = device(&fx, "Kiln").await;
+    rule(
+        &fx,
+        json!({ "kind": "ABOVE", "nodeUuid": sensor.node("current_temp/pepeunit"), "threshold": 900.0 }),
+    )
+    .await;
+    // The user blocked the bot: retrying cannot help, the channel is paused at once.
+    stub.fail_next(&[Failure::Blocked]);
+    let mut mqtt = sensor.connect(&fx).await;
+    let topic = sensor.topic("current_temp/pepeunit");
+    publish_values(&mut mqtt, &topic, &["950"]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let channel = loop {
+        let channels = gql(
+            &fx,
+            &fx.token,
+            "{ alertChannels { uuid paused pausedReason } }",
+            json!({}),
+        )
+        .await;
+        let channel = channels["alertChannels"][0].clone();
+        if channel["paused"] == json!(true) {
+            break channel;
+        }
+        assert!(Instant::now() < deadline, "never paused: {channels}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        channel["pausedReason"]
+            .as_str()
+            .unwrap()
+            .contains("blocked"),
+        "{channel}"
+    );
+    // A later alert waits behind the paused one.
+    publish_values(&mut mqtt, &topic, &["850"]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let history = gql(&fx, &fx.token, "{ alerts { kind } }", json!({})).await;
+        if history["alerts"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no second alert: {history}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(about(&stub, 9501, "Kiln").is_empty());
+
+    let resumed = gql(
+        &fx,
+        &fx.token,
+        "mutation($u: ID!) { resumeAlertChannel(uuid: $u) { paused pausedReason failures } }",
+        json!({ "u": channel["uuid"] }),
+    )
+    .await;
+    assert_eq!(
+        resumed["resumeAlertChannel"],
+        json!({ "paused": false, "pausedReason": null, "failures": 0 })
+    );
+    stub.wait_for(9501, 0, |t| t.contains("back to normal"))
+        .await;
+    let alerts = about(&stub, 9501, "Kiln");
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert!(alerts[0].contains("950 is above 900"), "{}", alerts[0]);
+    assert!(alerts[1].contains("850 is back to normal"), "{}", alerts[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_gets_every_value_of_its_chosen_variables_signed_and_in_order() {
+    let fx = Fixture::new(|_| {}).await;
+    let hook = receiver().await;
+    let created = gql(
+        &fx,
+        &fx.token,
+        "mutation($u: String!) { createWebhookChannel(url: $u) { secret channel { uuid } } }",
+        json!({ "u": hook.url }),
+    )
+    .await;
+    let secret = created["createWebhookChannel"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let channel = created["createWebhookChannel"]["channel"]["uuid"].clone();
+    let sensor = device(&fx, "Orchard").await;
+    let node = sensor.node("current_temp/pepeunit");
+    let set = "mutation($c: ID!, $n: [ID!]!) { setWebhookVariables(uuid: $c, nodeUuids: $n) { valueNodeUuids } }";
+    let chosen = gql(&fx, &fx.token, set, json!({ "c": channel, "n": [node] })).await;
+    assert_eq!(
+        chosen["setWebhookVariables"]["valueNodeUuids"],
+        json!([node])
+    );
+
+    // Refused: a variable nobody knows, and more than 50.
+    let (_, body) = fx
+        .server
+        .gql(
+            set,
+            json!({ "c": channel, "n": [uuid::Uuid::new_v4().to_string()] }),
+            Some(&fx.token),
+        )
+        .await;
+    assert_eq!(common::code(&body), "NOT_FOUND", "{body}");
+    let many: Vec<String> = (0..51).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let (_, body) = fx
+        .server
+        .gql(set, json!({ "c": channel, "n": many }), Some(&fx.token))
+        .await;
+    assert_eq!(common::code(&body), "VALIDATION", "{body}");
+
+    let mut mqtt = sensor.connect(&fx).await;
+    let sent: Vec<String> = (1..=12).map(|i| format!("{}.5", 10 + i)).collect();
+    let refs: Vec<&str> = sent.iter().map(String::as_str).collect();
+    publish_values(&mut mqtt, &sensor.topic("current_temp/pepeunit"), &refs).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = hook.got.lock().unwrap().clone();
+        let count: usize = got
+            .iter()
+            .map(|(_, body)| {
+                serde_json::from_str::<Value>(body).unwrap()["values"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+            })
+            .sum();
+        if count >= sent.len() {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "the webhook got {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut received = Vec::new();
+    for (headers, body) in &got {
+        let signature = headers["x-pepeunit-signature"].to_str().unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        assert_eq!(
+            signature,
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+            "signature over the exact body"
+        );
+        let json: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["event"], "values");
+        assert_eq!(json["dropped"], 0);
+        for value in json["values"].as_array().unwrap() {
+            assert_eq!(value["unit"]["name"], "Orchard");
+            assert_eq!(value["variable"], "current_temp");
+            assert_eq!(value["node"], node);
+            received.push(value["value"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(received, sent, "every value, once, in order");
+    // The counter moves once the receiver has answered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let channels = gql(
+            &fx,
+            &fx.token,
+            "{ alertChannels { valuesSent valuesDropped } }",
+            json!({}),
+        )
+        .await;
+        if channels["alertChannels"] == json!([{ "valuesSent": 12, "valuesDropped": 0 }]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{channels}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

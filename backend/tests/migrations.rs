@@ -40,6 +40,7 @@ const TABLES: &[&str] = &[
     "alert_rules",
     "alerts",
     "alert_deliveries",
+    "alert_webhook_variables",
     "boards",
     "board_items",
     "api_tokens",

@@ -12,6 +12,7 @@ mod m20261123_000004_rollouts;
 mod m20261128_000005_data_indexes;
 mod m20261128_000010_federation;
 mod m20261128_000020_alerts;
+mod m20261128_000030_alert_webhook_variables;
 mod m20261128_000031_federation_unit_blocks;
 mod m20261128_000050_api_tokens;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000005_data_indexes::Migration),
             Box::new(m20261128_000010_federation::Migration),
             Box::new(m20261128_000020_alerts::Migration),
+            Box::new(m20261128_000030_alert_webhook_variables::Migration),
             Box::new(m20261128_000031_federation_unit_blocks::Migration),
             Box::new(m20261128_000050_api_tokens::Migration),
         ]

@@ -18,10 +18,15 @@
 //! (from /proc), the load client's own CPU (this process, all threads) and the 1-minute load average when
 //! the scenario started, so a row where the client or the machine was the limit shows it.
 //!
+//! With `PEPEUNIT_BENCH_ALERT_RULES=N` (for every Pepeunit target, or one target's `[...]`), N threshold
+//! rules are active on the published variables during fan-in, and a probe measures alert latency (value
+//! PUBACK → `sendMessage` at a Bot API stub): see [`alerts`].
+//!
 //! Settings (environment): see `Settings::from_env` and docs/src/benchmarks.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alerts;
 mod load;
 mod target;
 
@@ -68,6 +73,7 @@ struct Settings {
     postgres: String,
     mosquitto_bin: String,
     client_threads: usize,
+    alert_rules: usize,
 }
 
 impl Settings {
@@ -162,6 +168,7 @@ impl Settings {
             ),
             mosquitto_bin: env_or("PEPEUNIT_BENCH_MOSQUITTO_BIN", "mosquitto".to_owned()),
             client_threads: env_or("PEPEUNIT_BENCH_CLIENT_THREADS", 2usize).max(1),
+            alert_rules: env_or(alerts::SETTING, 0usize),
         }
     }
 
@@ -616,6 +623,7 @@ async fn run(settings: Settings) {
     let mut scenarios = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
     let mut notes_out = Vec::new();
+    let mut alert_lines: Vec<String> = Vec::new();
     let fan_in = settings.wants("fan-in").then(|| {
         scenarios.push(Scenario {
             title: format!(
@@ -681,6 +689,7 @@ async fn run(settings: Settings) {
             &settings.postgres,
             &settings.mosquitto_bin,
             run,
+            settings.alert_rules,
         )
         .await;
         let qos1 = |rate: Option<f64>| Pace {
@@ -695,7 +704,29 @@ async fn run(settings: Settings) {
                 .iter()
                 .map(|p| (p.clone(), qos1(None)))
                 .collect();
-            let mut m = measure(&broker, load, true, &settings, epoch).await;
+            let probe = broker.alerts.as_ref().map(|(stub, probe)| {
+                let start = Instant::now() + Duration::from_millis(300);
+                let stop = start + Duration::from_secs(settings.seconds);
+                alerts::probe(broker.port, probe.clone(), stub, start, stop)
+            });
+            let (mut m, latency) = match probe {
+                Some(probe) => {
+                    let (m, latency) =
+                        tokio::join!(measure(&broker, load, true, &settings, epoch), probe);
+                    (m, Some(latency))
+                }
+                None => (measure(&broker, load, true, &settings, epoch).await, None),
+            };
+            if let Some(mut latency) = latency {
+                alert_lines.push(format!(
+                    "- {label}: {} alerts, PUBACK → sendMessage p50 {}, p99 {}, max {}; {} missing",
+                    latency.micros.len(),
+                    ms(quantile_ms(&mut latency.micros, 0.5)),
+                    ms(quantile_ms(&mut latency.micros, 0.99)),
+                    ms(quantile_ms(&mut latency.micros, 1.0)),
+                    latency.missing
+                ));
+            }
             notes(&label, "fan-in", &m, &mut notes_out);
             let (mut cells, metric) = delivery_cells(&mut m, settings.seconds, None);
             cells.extend(resources(&m));
@@ -867,6 +898,15 @@ async fn run(settings: Settings) {
                 "p99 divided by the other's (lower is better)"
             }
         );
+    }
+    if !alert_lines.is_empty() {
+        println!();
+        println!(
+            "Alert latency during fan-in (a probe unit's value crossing a rule's threshold, one every 1.1 s):"
+        );
+        for line in &alert_lines {
+            println!("{line}");
+        }
     }
     if !notes_out.is_empty() {
         println!();

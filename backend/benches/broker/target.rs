@@ -13,6 +13,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use crate::alerts::{self, TelegramStub};
 use crate::load::Identity;
 
 const PASSWORD: &str = "a-long-admin-password";
@@ -60,6 +61,8 @@ pub struct Broker {
     pub publishers: Vec<Identity>,
     pub subscriber: Identity,
     pub flooder: Identity,
+    /// With alert rules: the Bot API stub the server's bot talks to, and the probe unit.
+    pub alerts: Option<(TelegramStub, Identity)>,
     child: Option<Child>,
     database: Option<(String, String)>,
     _dir: tempfile::TempDir,
@@ -118,6 +121,7 @@ pub async fn start(
     postgres: &str,
     mosquitto_bin: &str,
     run: usize,
+    alert_rules: usize,
 ) -> Broker {
     match &spec.kind {
         Kind::Mosquitto => {
@@ -125,7 +129,9 @@ pub async fn start(
             let extra: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k} {v}")).collect();
             start_mosquitto(mosquitto_bin, publishers, &extra).await
         }
-        Kind::Sqlite | Kind::Postgres => start_pepeunit(spec, publishers, postgres, run).await,
+        Kind::Sqlite | Kind::Postgres => {
+            start_pepeunit(spec, publishers, postgres, run, alert_rules).await
+        }
     }
 }
 
@@ -171,6 +177,7 @@ async fn start_mosquitto(bin: &str, publishers: usize, extra: &[String]) -> Brok
             .collect(),
         subscriber: client("bench-sub".into(), String::new()),
         flooder: client("bench-flood".into(), "bench/flood/pepeunit".into()),
+        alerts: None,
         child: Some(child),
         database: None,
         _dir: dir,
@@ -245,10 +252,35 @@ fn with_database(base: &str, name: &str) -> String {
     format!("{scheme}://{authority}/{name}{query}")
 }
 
-async fn start_pepeunit(spec: &Spec, publishers: usize, postgres: &str, run: usize) -> Broker {
+async fn start_pepeunit(
+    spec: &Spec,
+    publishers: usize,
+    postgres: &str,
+    run: usize,
+    alert_rules: usize,
+) -> Broker {
     let (bin, _) = spec.bin.clone().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut env = spec.env.clone();
+    // A target's own `[PEPEUNIT_BENCH_ALERT_RULES=N]` is the bench's, not the server's.
+    let rules = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == alerts::SETTING)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(alert_rules);
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .filter(|(k, _)| k != alerts::SETTING)
+        .cloned()
+        .collect();
+    let stub = if rules > 0 {
+        let stub = TelegramStub::start().await;
+        env.extend(alerts::server_env(&stub, rules));
+        Some(stub)
+    } else {
+        None
+    };
     let mut database = None;
     if let Kind::Postgres = spec.kind {
         let name = format!("pepeunit_bench_{}_{run}", std::process::id());
@@ -306,11 +338,16 @@ async fn start_pepeunit(spec: &Spec, publishers: usize, postgres: &str, run: usi
             token: None,
             topic: String::new(),
         },
+        alerts: None,
         child: Some(child),
         database,
         _dir: dir,
     };
-    provision(&mut broker, http, publishers).await;
+    let outputs = provision(&mut broker, http, publishers).await;
+    if let Some(stub) = stub {
+        let probe = provision_alerts(&broker, http, &stub, &outputs, rules).await;
+        broker.alerts = Some((stub, probe));
+    }
     broker
 }
 
@@ -373,21 +410,8 @@ async fn create_unit(api: &Api, repo: &Value, name: String, window: bool) -> Cre
     }
 }
 
-/// Creates the units: `count` publishers, a subscriber whose input is linked to all their outputs, and a
-/// flooder. A few requests at a time, as an admin script would.
-async fn provision(broker: &mut Broker, http: u16, count: usize) {
-    let repo_dir = broker._dir.path().join("firmware");
-    std::fs::create_dir_all(&repo_dir).unwrap();
-    std::fs::write(repo_dir.join("env_example.json"), r#"{"WIFI_SSID": "x"}"#).unwrap();
-    std::fs::write(
-        repo_dir.join("schema_example.json"),
-        r#"{"input_base_topic": ["update/pepeunit"], "output_base_topic": ["state/pepeunit"],
-            "input_topic": ["in/pepeunit"], "output_topic": ["out/pepeunit"]}"#,
-    )
-    .unwrap();
-    git(&repo_dir, &["init", "-q", "-b", "main"]);
-    git(&repo_dir, &["add", "-A"]);
-    git(&repo_dir, &["commit", "-q", "-m", "bench"]);
+/// The admin's API session.
+async fn login(http: u16) -> Api {
     let mut api = Api {
         http: reqwest::Client::new(),
         url: format!("http://127.0.0.1:{http}/graphql"),
@@ -403,6 +427,77 @@ async fn provision(broker: &mut Broker, http: u16, count: usize) {
         .unwrap()
         .to_owned();
     api.token = Some(token);
+    api
+}
+
+/// Links the admin's chat to the bot and creates `rules` rules: the probe unit's `ABOVE 50`, the rest
+/// spread over `outputs` (a few requests at a time); returns the probe unit.
+async fn provision_alerts(
+    broker: &Broker,
+    http: u16,
+    stub: &TelegramStub,
+    outputs: &[String],
+    rules: usize,
+) -> Identity {
+    let started = std::time::Instant::now();
+    let api = Arc::new(login(http).await);
+    let code = api
+        .gql("mutation { createTelegramLinkCode { code } }", json!({}))
+        .await["createTelegramLinkCode"]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let linked = stub.ask(alerts::CHAT, &format!("/start {code}")).await;
+    assert!(linked.starts_with("Linked"), "{linked}");
+    let repo = api.gql("{ repoUnits { uuid } }", json!({})).await["repoUnits"][0]["uuid"].clone();
+    let probe = create_unit(&api, &repo, "bench probe".into(), false).await;
+    let rule = "mutation($i: CreateAlertRuleInput!) { createAlertRule(input: $i) { uuid } }";
+    api.gql(
+        rule,
+        json!({ "i": { "kind": "ABOVE", "nodeUuid": probe.output, "threshold": alerts::THRESHOLD } }),
+    )
+    .await;
+    let gate = Arc::new(Semaphore::new(4));
+    let mut tasks = Vec::new();
+    for i in 1..rules {
+        let (api, gate) = (api.clone(), gate.clone());
+        let node = outputs[i % outputs.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.unwrap();
+            api.gql(
+                rule,
+                json!({ "i": { "kind": "ABOVE", "nodeUuid": node, "threshold": 1.0e9 + i as f64 } }),
+            )
+            .await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    eprintln!(
+        "  linked a chat and created {rules} alert rules in {:.1} s (broker pid {:?})",
+        started.elapsed().as_secs_f64(),
+        broker.pid
+    );
+    probe.who
+}
+
+/// Creates the units: `count` publishers, a subscriber whose input is linked to all their outputs, and a
+/// flooder. A few requests at a time, as an admin script would. Returns the publishers' output node ids.
+async fn provision(broker: &mut Broker, http: u16, count: usize) -> Vec<String> {
+    let repo_dir = broker._dir.path().join("firmware");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    std::fs::write(repo_dir.join("env_example.json"), r#"{"WIFI_SSID": "x"}"#).unwrap();
+    std::fs::write(
+        repo_dir.join("schema_example.json"),
+        r#"{"input_base_topic": ["update/pepeunit"], "output_base_topic": ["state/pepeunit"],
+            "input_topic": ["in/pepeunit"], "output_topic": ["out/pepeunit"]}"#,
+    )
+    .unwrap();
+    git(&repo_dir, &["init", "-q", "-b", "main"]);
+    git(&repo_dir, &["add", "-A"]);
+    git(&repo_dir, &["commit", "-q", "-m", "bench"]);
+    let api = login(http).await;
     let url = format!("file://{}", repo_dir.display());
     let repo = api
         .gql(
@@ -433,11 +528,14 @@ async fn provision(broker: &mut Broker, http: u16, count: usize) {
                 json!({ "o": unit.output, "i": input }),
             )
             .await;
-            unit.who
+            (unit.who, unit.output)
         }));
     }
+    let mut outputs = Vec::new();
     for task in tasks {
-        broker.publishers.push(task.await.unwrap());
+        let (who, output) = task.await.unwrap();
+        broker.publishers.push(who);
+        outputs.push(output);
     }
     eprintln!(
         "  created {} units and {count} links in {:.1} s",
@@ -446,4 +544,5 @@ async fn provision(broker: &mut Broker, http: u16, count: usize) {
     );
     broker.subscriber = subscriber.who;
     broker.flooder = flooder.who;
+    outputs
 }

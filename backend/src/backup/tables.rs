@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use super::BackupError;
 use crate::entities::{
-    alert_channels, alert_deliveries, alert_rules, alerts, api_tokens, board_items, boards,
-    federation_followers, federation_keys, federation_peers, federation_remote_links,
-    federation_remote_outputs, federation_remote_units, federation_unit_blocks, instance_settings,
-    permissions, repo_units, rollouts, unit_logs, unit_node_edges, unit_node_values, unit_nodes,
-    units, update_attempts, users,
+    alert_channels, alert_deliveries, alert_rules, alert_webhook_variables, alerts, api_tokens,
+    board_items, boards, federation_followers, federation_keys, federation_peers,
+    federation_remote_links, federation_remote_outputs, federation_remote_units,
+    federation_unit_blocks, instance_settings, permissions, repo_units, rollouts, unit_logs,
+    unit_node_edges, unit_node_values, unit_nodes, units, update_attempts, users,
 };
 
 /// Rows inserted per statement: well under SQLite's and PostgreSQL's bound-parameter limits for the widest
@@ -58,6 +58,7 @@ pub const TABLES: &[&str] = &[
     "alert_rules",
     "alerts",
     "alert_deliveries",
+    "alert_webhook_variables",
     "boards",
     "board_items",
     "api_tokens",
@@ -173,6 +174,10 @@ macro_rules! with_entity {
             }
             "alert_deliveries" => {
                 type $e = alert_deliveries::Entity;
+                $body
+            }
+            "alert_webhook_variables" => {
+                type $e = alert_webhook_variables::Entity;
                 $body
             }
             "boards" => {

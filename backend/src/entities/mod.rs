@@ -3,6 +3,7 @@
 pub mod alert_channels;
 pub mod alert_deliveries;
 pub mod alert_rules;
+pub mod alert_webhook_variables;
 pub mod alerts;
 pub mod api_tokens;
 pub mod board_items;

@@ -96,6 +96,28 @@ pub struct AlertChannel {
     paused_reason: Option<String>,
     failures: i32,
     created_at: DateTime<Utc>,
+    /// For a webhook: the variables (node uuids) whose every value it receives (`setWebhookVariables`).
+    value_node_uuids: Vec<ID>,
+    /// Values POSTed to the webhook since the server started (or since it last had no variables).
+    values_sent: u64,
+    /// Values the webhook missed since then: its queue was full, or it kept refusing them.
+    values_dropped: u64,
+}
+
+impl AlertChannel {
+    /// The channel with its chosen variables and value counters.
+    async fn load(
+        services: &crate::services::Services,
+        row: alert_channels::Model,
+    ) -> Result<Self> {
+        let nodes = service::values::variables(services, row.uuid).await.gql()?;
+        let (sent, dropped) = services.alerts().value_counters(row.uuid);
+        let mut channel = Self::from(row);
+        channel.value_node_uuids = nodes.into_iter().map(id).collect();
+        channel.values_sent = sent;
+        channel.values_dropped = dropped;
+        Ok(channel)
+    }
 }
 
 impl From<alert_channels::Model> for AlertChannel {
@@ -109,6 +131,9 @@ impl From<alert_channels::Model> for AlertChannel {
             paused_reason: row.paused_reason,
             failures: row.failures,
             created_at: row.created_at,
+            value_node_uuids: Vec::new(),
+            values_sent: 0,
+            values_dropped: 0,
         }
     }
 }
@@ -202,8 +227,13 @@ impl AlertQuery {
 
     /// The caller's alert channels.
     async fn alert_channels(&self, ctx: &Context<'_>) -> Result<Vec<AlertChannel>> {
-        let rows = service::channels(services(ctx)?, &actor(ctx)).await.gql()?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        let services = services(ctx)?;
+        let rows = service::channels(services, &actor(ctx)).await.gql()?;
+        let mut channels = Vec::with_capacity(rows.len());
+        for row in rows {
+            channels.push(AlertChannel::load(services, row).await?);
+        }
+        Ok(channels)
     }
 
     /// The caller's alerts, newest first.
@@ -321,9 +351,31 @@ impl AlertMutation {
     /// Resumes a paused channel; the alerts that waited are sent at once.
     async fn resume_alert_channel(&self, ctx: &Context<'_>, uuid: ID) -> Result<AlertChannel> {
         let uuid = parse_uuid(&uuid).gql()?;
-        Ok(service::resume_channel(services(ctx)?, &actor(ctx), uuid)
+        let services = services(ctx)?;
+        let row = service::resume_channel(services, &actor(ctx), uuid)
             .await
-            .gql()?
-            .into())
+            .gql()?;
+        AlertChannel::load(services, row).await
+    }
+
+    /// Chooses the variables (at most 50, each one the caller may see) whose every value the webhook
+    /// `uuid` is POSTed, in signed batches; replaces the earlier choice (an empty list stops it).
+    async fn set_webhook_variables(
+        &self,
+        ctx: &Context<'_>,
+        uuid: ID,
+        node_uuids: Vec<ID>,
+    ) -> Result<AlertChannel> {
+        let uuid = parse_uuid(&uuid).gql()?;
+        let nodes = node_uuids
+            .iter()
+            .map(parse_uuid)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .gql()?;
+        let services = services(ctx)?;
+        let row = service::values::set_variables(services, &actor(ctx), uuid, nodes)
+            .await
+            .gql()?;
+        AlertChannel::load(services, row).await
     }
 }

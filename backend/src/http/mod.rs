@@ -10,6 +10,7 @@ pub mod metrics;
 mod mqtt_ws;
 pub mod server;
 pub mod values;
+mod telegram;
 mod webhooks;
 
 use std::net::{IpAddr, SocketAddr};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub metrics_token: Option<Arc<crate::config::Secret>>,
     /// Per-unit limits of values posted over REST.
     pub values: Arc<values::ValueLimits>,
+    /// The Telegram bot, which takes updates at its webhook in webhook mode.
+    pub telegram: Option<Arc<crate::telegram::Telegram>>,
 }
 
 impl AppState {
@@ -108,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/world_state", get(device::world_state))
         .route("/api/v1/units", get(device::units))
         .route("/api/v1/units/{uuid}/values", post(values::post))
+        .route(crate::telegram::WEBHOOK_PATH, post(telegram::receive))
         .merge(state.services.federation().router())
         .route("/", get(frontend::index))
         .fallback(frontend::file_or_not_found)

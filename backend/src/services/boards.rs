@@ -13,7 +13,7 @@ use crate::domain::InvalidValue;
 use crate::entities::{board_items, boards, unit_nodes, units};
 use crate::error::{Error, Result};
 use crate::services::units::data;
-use crate::services::units::links::visible_node;
+use crate::services::units::links::{may_write_input, visible_node};
 use crate::services::units::nodes::NodeKind;
 use crate::services::{Actor, Services};
 
@@ -192,23 +192,64 @@ pub async fn show(
     Ok((board, shown))
 }
 
+/// The item `item` of board `board`.
+async fn item_of(services: &Services, board: Uuid, item: i64) -> Result<board_items::Model> {
+    board_items::Entity::find_by_id(item)
+        .one(services.db())
+        .await?
+        .filter(|row| row.board_uuid == board)
+        .ok_or(Error::NotFound("board item"))
+}
+
 /// Presses an input's button: sets its preset value as `actor`, who must be allowed to write the input.
-/// Returns the item pressed; an item without a preset value is refused (the bot asks for `/set`).
+/// Returns the item pressed; an item without a preset value is refused (the bot prompts for the value and
+/// calls [`set_value`]).
 pub async fn press(
     services: &Services,
     actor: &Actor,
     board: Uuid,
     item: i64,
 ) -> Result<board_items::Model> {
-    let row = board_items::Entity::find_by_id(item)
-        .one(services.db())
-        .await?
-        .filter(|row| row.board_uuid == board)
-        .ok_or(Error::NotFound("board item"))?;
+    let row = item_of(services, board, item).await?;
     let value = row
         .value
         .clone()
-        .ok_or_else(|| invalid("value", "this button asks for a value: use /set"))?;
+        .ok_or_else(|| invalid("value", "this button asks for a value"))?;
     data::set_input_value(services, actor, row.node_uuid, &value).await?;
+    Ok(row)
+}
+
+/// A press of a button without a preset value: the item's input with its label, if `actor` may write it
+/// (so the bot asks for a value only of someone whose value it would take).
+pub async fn prompt(
+    services: &Services,
+    actor: &Actor,
+    board: Uuid,
+    item: i64,
+) -> Result<ShownItem> {
+    let row = item_of(services, board, item).await?;
+    let (node, unit) = visible_node(services, actor, row.node_uuid).await?;
+    may_write_input(actor, &node, &unit)?;
+    Ok(ShownItem {
+        item: row,
+        node,
+        unit,
+    })
+}
+
+/// Sets the input of an item without a preset value to `value` (the answer to the bot's prompt), through
+/// [`data::set_input_value`] as `actor`.
+pub async fn set_value(
+    services: &Services,
+    actor: &Actor,
+    board: Uuid,
+    item: i64,
+    value: &str,
+) -> Result<board_items::Model> {
+    let row = item_of(services, board, item).await?;
+    if row.value.is_some() {
+        return Err(invalid("value", "this button sets its preset value"));
+    }
+    data::set_input_value(services, actor, row.node_uuid, value).await?;
     Ok(row)
 }

@@ -1,7 +1,7 @@
 //! Boards in Telegram: a message listing the outputs' values with the inputs as inline buttons.
 //!
 //! Callback data (at most 64 bytes) is `<action>:<board uuid, 32 hex>[:<item id>]`: `o` opens a board,
-//! `r` refreshes it, `p` presses an input's button, `a` asks for a value. A press runs as the Telegram user
+//! `r` refreshes it, `p` presses an input's button, `a` asks for a value (see [`super::prompts`]). A press runs as the Telegram user
 //! who pressed (their linked account), and the message is then edited with fresh values as the board's
 //! owner sees them.
 
@@ -25,6 +25,8 @@ pub(crate) struct Outcome {
     pub board: Option<Answer>,
     /// Send the view as a new message rather than edit the pressed one.
     pub new_message: bool,
+    /// Ask the presser for a value of this item: (board, item, label).
+    pub prompt: Option<(Uuid, i64, String)>,
 }
 
 impl Outcome {
@@ -34,6 +36,7 @@ impl Outcome {
             refused: true,
             board: None,
             new_message: false,
+            prompt: None,
         }
     }
 }
@@ -115,6 +118,35 @@ async fn owner_view(services: &Services, board: Uuid) -> Result<Answer, Error> {
     Ok(render(&row, &items))
 }
 
+/// Sets the input of a prompted item to the reply `value` of the Telegram user `from`; the answer to show.
+pub(crate) async fn answer_prompt(
+    services: &Services,
+    from: i64,
+    prompt: &super::prompts::Prompt,
+    value: &str,
+) -> String {
+    let actor = match alerts::chat_actor(services, from).await {
+        Ok(Some((actor, _))) => actor,
+        Ok(None) => {
+            return "Link your Telegram account to Pepeunit first: send me /start <code>."
+                .to_owned();
+        }
+        Err(error) => return error.public_message(),
+    };
+    match boards::set_value(services, &actor, prompt.board, prompt.item, value).await {
+        Ok(_) => format!("{} set to {value}.", prompt.label),
+        Err(Error::Forbidden(_) | Error::Unauthenticated) => {
+            format!("You may not set {}.", prompt.label)
+        }
+        Err(error) => format!("{} was not set: {}", prompt.label, error.public_message()),
+    }
+}
+
+/// The board as its owner sees it now, for the message to edit after a prompted value was set.
+pub(crate) async fn fresh_view(services: &Services, board: Uuid) -> Option<Answer> {
+    owner_view(services, board).await.ok()
+}
+
 /// Handles a button press by the Telegram user `presser`.
 pub(crate) async fn callback(services: &Services, presser: i64, data: &str) -> Outcome {
     let mut parts = data.split(':');
@@ -141,6 +173,7 @@ pub(crate) async fn callback(services: &Services, presser: i64, data: &str) -> O
                 refused: false,
                 board: Some(render(&row, &items)),
                 new_message: true,
+                prompt: None,
             },
             Err(error) => Outcome::refused(error.public_message()),
         },
@@ -150,16 +183,30 @@ pub(crate) async fn callback(services: &Services, presser: i64, data: &str) -> O
                 refused: false,
                 board: Some(view),
                 new_message: false,
+                prompt: None,
             },
             Err(error) => Outcome::refused(error.public_message()),
         },
-        ("a", Some(_)) => Outcome::refused("Send /set <unit> <input> <value> to set this input."),
+        ("a", Some(item)) => match boards::prompt(services, &actor, board, item).await {
+            Ok(shown) => Outcome {
+                notice: String::new(),
+                refused: false,
+                board: None,
+                new_message: false,
+                prompt: Some((board, item, shown.label())),
+            },
+            Err(Error::Forbidden(_) | Error::Unauthenticated) => {
+                Outcome::refused("You may not set this input.")
+            }
+            Err(error) => Outcome::refused(error.public_message()),
+        },
         ("p", Some(item)) => match boards::press(services, &actor, board, item).await {
             Ok(row) => Outcome {
                 notice: format!("Set to {}", row.value.unwrap_or_default()),
                 refused: false,
                 board: owner_view(services, board).await.ok(),
                 new_message: false,
+                prompt: None,
             },
             Err(Error::Forbidden(_) | Error::Unauthenticated) => {
                 Outcome::refused("You may not set this input.")

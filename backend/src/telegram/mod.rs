@@ -1,13 +1,17 @@
 //! The Telegram bot: a transport like GraphQL, calling the services and never called by them.
 //!
-//! It long-polls `getUpdates` (teloxide's [`Bot`], pointed at `telegram_api_url` when set), answers the
-//! commands in [`commands`], and delivers alerts from the outbox as an [`AlertTransport`]. Every message
+//! It gets updates by long-polling `getUpdates` (teloxide's [`Bot`], pointed at `telegram_api_url` when
+//! set) or, in webhook mode (`telegram_mode`; by default when `public_url` is https), from Telegram's
+//! POSTs to [`WEBHOOK_PATH`], which [`Telegram::accept`] checks against the secret token given to
+//! `setWebhook`. It answers the commands in [`commands`], and delivers alerts from the outbox as an
+//! [`AlertTransport`]. Every message
 //! leaves through one send queue that keeps Telegram's limits (one message a second per chat, about 30 a
 //! second overall), waits out `429 retry_after` and retries server errors; an alert that still fails goes
 //! back to the outbox, which retries it later, so none is dropped.
 
 mod boards;
 mod commands;
+mod prompts;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -15,15 +19,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::RngCore;
+use subtle::ConstantTimeEq;
 use teloxide::prelude::*;
 use teloxide::types::{
-    CallbackQueryId, ChatId, InlineKeyboardMarkup, MaybeInaccessibleMessage, MessageId, UpdateKind,
+    AllowedUpdate, CallbackQueryId, ChatId, ForceReply, InlineKeyboardMarkup,
+    MaybeInaccessibleMessage, Message, MessageId, UpdateKind,
 };
 use teloxide::{ApiError, RequestError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, TelegramMode};
 use crate::entities::{alert_channels, alerts};
 use crate::services::Services;
 use crate::services::alerts::deliver::{AlertTransport, DeliveryError};
@@ -40,6 +47,35 @@ const ATTEMPTS: u32 = 4;
 const MAX_TEXT: usize = 4000;
 /// Messages waiting in the send queue before senders wait for room.
 const QUEUE: usize = 4096;
+/// Where Telegram POSTs updates in webhook mode, under `public_url`.
+pub const WEBHOOK_PATH: &str = "/api/v1/telegram/webhook";
+/// The header carrying the secret token given to `setWebhook`.
+pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+/// Updates received by the webhook and not yet handled; past it Telegram is told to retry later.
+const WEBHOOK_QUEUE: usize = 256;
+
+/// How updates arrive.
+enum Mode {
+    Polling,
+    /// Telegram POSTs them to `url` with `secret` in [`SECRET_HEADER`].
+    Webhook {
+        url: reqwest::Url,
+        secret: String,
+    },
+}
+
+/// Why a POST to the webhook was not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WebhookRefusal {
+    /// The bot is not in webhook mode.
+    NotWebhook,
+    /// The secret token is missing or wrong.
+    Secret,
+    /// The body is not an update.
+    Body,
+    /// Too many updates are waiting: Telegram retries later.
+    Busy,
+}
 
 /// A message to send (or one of ours to edit), and who waits for the outcome.
 struct Outgoing {
@@ -48,6 +84,8 @@ struct Outgoing {
     keyboard: Option<InlineKeyboardMarkup>,
     /// Edit this message instead of sending a new one.
     edit: Option<i32>,
+    /// A value prompt: sent with `ForceReply`, and waiting for its reply once sent.
+    prompt: Option<prompts::Prompt>,
     done: Option<oneshot::Sender<Result<(), DeliveryError>>>,
 }
 
@@ -72,6 +110,10 @@ pub struct Telegram {
     token: String,
     queue: mpsc::Sender<Outgoing>,
     receiver: std::sync::Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    prompts: prompts::Prompts,
+    mode: Mode,
+    updates: mpsc::Sender<Update>,
+    update_receiver: std::sync::Mutex<Option<mpsc::Receiver<Update>>>,
 }
 
 /// The bot could not be set up.
@@ -93,12 +135,37 @@ impl Telegram {
             let url = reqwest::Url::parse(url).map_err(|e| TelegramError(e.to_string()))?;
             bot = bot.set_api_url(url);
         }
+        let https = reqwest::Url::parse(&config.public_url).is_ok_and(|u| u.scheme() == "https");
+        let webhook = match config.telegram_mode {
+            TelegramMode::Auto => https,
+            TelegramMode::Polling => false,
+            TelegramMode::Webhook => true,
+        };
+        let mode = if webhook {
+            let base = config.public_url.trim_end_matches('/');
+            let url = reqwest::Url::parse(&format!("{base}{WEBHOOK_PATH}"))
+                .map_err(|e| TelegramError(format!("public_url: {e}")))?;
+            // A new secret at every start: the one of an earlier run stops working with its setWebhook.
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            Mode::Webhook {
+                url,
+                secret: hex::encode(bytes),
+            }
+        } else {
+            Mode::Polling
+        };
         let (queue, receiver) = mpsc::channel(QUEUE);
+        let (updates, update_receiver) = mpsc::channel(WEBHOOK_QUEUE);
         Ok(Some(Arc::new(Self {
             bot,
             token: token.expose().to_owned(),
             queue,
             receiver: std::sync::Mutex::new(Some(receiver)),
+            prompts: prompts::Prompts::default(),
+            mode,
+            updates,
+            update_receiver: std::sync::Mutex::new(Some(update_receiver)),
         })))
     }
 
@@ -113,8 +180,90 @@ impl Telegram {
         if let Some(receiver) = receiver {
             tasks.push(tokio::spawn(self.clone().run_queue(receiver)));
         }
-        tasks.push(tokio::spawn(self.clone().poll(services)));
+        match &self.mode {
+            Mode::Polling => tasks.push(tokio::spawn(self.clone().poll(services))),
+            Mode::Webhook { .. } => {
+                tasks.push(tokio::spawn(self.clone().register(services.clone())));
+                let receiver = self
+                    .update_receiver
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                if let Some(receiver) = receiver {
+                    tasks.push(tokio::spawn(self.clone().run_updates(services, receiver)));
+                }
+            }
+        }
         tasks
+    }
+
+    /// Takes an update POSTed to the webhook if it carries the secret token; it is handled in order,
+    /// after the answer (Telegram waits for the answer before it sends the next update).
+    pub fn accept(&self, secret: Option<&[u8]>, body: &[u8]) -> Result<(), WebhookRefusal> {
+        let Mode::Webhook {
+            secret: expected, ..
+        } = &self.mode
+        else {
+            return Err(WebhookRefusal::NotWebhook);
+        };
+        if !secret.is_some_and(|given| bool::from(given.ct_eq(expected.as_bytes()))) {
+            return Err(WebhookRefusal::Secret);
+        }
+        let update: Update = serde_json::from_slice(body).map_err(|_| WebhookRefusal::Body)?;
+        self.updates
+            .try_send(update)
+            .map_err(|_| WebhookRefusal::Busy)
+    }
+
+    /// Learns the bot's username, for deep links.
+    async fn learn_name(&self, services: &Services) {
+        match self.bot.get_me().await {
+            Ok(me) => {
+                if let Some(username) = me.user.username.clone() {
+                    let _ = services.alerts().settings().bot_username.set(username);
+                }
+            }
+            Err(error) => tracing::warn!(error = %self.redact(&error), "telegram getMe failed"),
+        }
+    }
+
+    /// Webhook mode: `setWebhook` with our URL and secret token, retried until Telegram takes it.
+    async fn register(self: Arc<Self>, services: Services) {
+        let Mode::Webhook { url, secret } = &self.mode else {
+            return;
+        };
+        self.learn_name(&services).await;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let set = self
+                .bot
+                .set_webhook(url.clone())
+                .secret_token(secret.clone())
+                .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
+                .await;
+            match set {
+                Ok(_) => {
+                    tracing::info!(%url, "telegram webhook set");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %self.redact(&error), "telegram setWebhook failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    /// Handles the webhook's updates one by one, in the order they came.
+    async fn run_updates(
+        self: Arc<Self>,
+        services: Services,
+        mut receiver: mpsc::Receiver<Update>,
+    ) {
+        while let Some(update) = receiver.recv().await {
+            self.handle(&services, update.kind).await;
+        }
     }
 
     /// An error's text without the bot token (reqwest errors name the URL, which carries it).
@@ -131,6 +280,7 @@ impl Telegram {
                 text,
                 keyboard: None,
                 edit: None,
+                prompt: None,
                 done: Some(done),
             })
             .await
@@ -148,19 +298,89 @@ impl Telegram {
                 text: answer.text,
                 keyboard: answer.keyboard,
                 edit,
+                prompt: None,
                 done: None,
             })
             .await;
     }
 
-    async fn poll(self: Arc<Self>, services: Services) {
-        match self.bot.get_me().await {
-            Ok(me) => {
-                if let Some(username) = me.user.username.clone() {
-                    let _ = services.alerts().settings().bot_username.set(username);
+    /// Queues a value prompt for the item of `prompt`; it waits for its reply once sent.
+    async fn ask(&self, chat: i64, prompt: prompts::Prompt) {
+        let minutes = prompts::TTL.as_secs() / 60;
+        let text = format!(
+            "{} {} as a reply to this message (within {minutes} minutes).",
+            prompts::PREFIX,
+            prompt.label
+        );
+        let _ = self
+            .queue
+            .send(Outgoing {
+                chat,
+                text,
+                keyboard: None,
+                edit: None,
+                prompt: Some(prompt),
+                done: None,
+            })
+            .await;
+    }
+
+    /// Answers a reply to one of the bot's messages if it is a value prompt's; whether it was.
+    async fn answer_reply(
+        &self,
+        services: &Services,
+        chat: i64,
+        from: i64,
+        original: &Message,
+        text: &str,
+    ) -> bool {
+        let ours = original.from.as_ref().is_some_and(|user| user.is_bot)
+            && original
+                .text()
+                .is_some_and(|t| t.starts_with(prompts::PREFIX));
+        match self.prompts.take(chat, original.id.0, from) {
+            prompts::Reply::Answer(prompt) => {
+                let answer = boards::answer_prompt(services, from, &prompt, text.trim()).await;
+                self.reply(chat, answer.into(), None).await;
+                if let Some(message) = prompt.board_message
+                    && let Some(view) = boards::fresh_view(services, prompt.board).await
+                {
+                    self.reply(chat, view, Some(message)).await;
                 }
+                true
             }
-            Err(error) => tracing::warn!(error = %self.redact(&error), "telegram getMe failed"),
+            prompts::Reply::NotYours => {
+                self.reply(
+                    chat,
+                    "This question is for whoever pressed the button."
+                        .to_owned()
+                        .into(),
+                    None,
+                )
+                .await;
+                true
+            }
+            prompts::Reply::Unknown if ours => {
+                self.reply(
+                    chat,
+                    "This question has expired or was answered: press the button again."
+                        .to_owned()
+                        .into(),
+                    None,
+                )
+                .await;
+                true
+            }
+            prompts::Reply::Unknown => false,
+        }
+    }
+
+    async fn poll(self: Arc<Self>, services: Services) {
+        self.learn_name(&services).await;
+        // A webhook left by an earlier run in webhook mode makes getUpdates fail: going back to polling
+        // removes it (pending updates are kept and polled).
+        if let Err(error) = self.bot.delete_webhook().await {
+            tracing::warn!(error = %self.redact(&error), "telegram deleteWebhook failed");
         }
         let mut offset: i32 = 0;
         let mut backoff = Duration::from_secs(1);
@@ -203,6 +423,14 @@ impl Telegram {
                     .as_ref()
                     .and_then(|user| i64::try_from(user.id.0).ok())
                     .unwrap_or(chat);
+                if let Some(original) = message.reply_to_message()
+                    && !text.starts_with('/')
+                    && self
+                        .answer_reply(services, chat, from, original, text)
+                        .await
+                {
+                    return;
+                }
                 let answer = commands::handle(services, chat, from, text).await;
                 self.reply(chat, answer, None).await;
             }
@@ -229,6 +457,16 @@ impl Telegram {
                 }
                 if let Err(error) = answer.await {
                     tracing::info!(error = %self.redact(&error), "telegram answerCallbackQuery failed");
+                }
+                if let Some((board, item, label)) = outcome.prompt {
+                    let prompt = prompts::Prompt {
+                        board,
+                        item,
+                        from: presser,
+                        label,
+                        board_message: message,
+                    };
+                    self.ask(chat, prompt).await;
                 }
                 if let Some(board) = outcome.board {
                     // A fresh view of the board: over the pressed message, or as a new one.
@@ -280,10 +518,16 @@ impl Telegram {
             let Some(chat) = turns.remove(index) else {
                 continue;
             };
-            let Some(message) = waiting.get_mut(&chat).and_then(VecDeque::pop_front) else {
+            let Some(mut message) = waiting.get_mut(&chat).and_then(VecDeque::pop_front) else {
                 continue;
             };
             let outcome = self.deliver_one(&message).await;
+            if let Ok(Some(id)) = outcome
+                && let Some(prompt) = message.prompt.take()
+            {
+                self.prompts.insert(chat, id, prompt);
+            }
+            let outcome = outcome.map(|_| ());
             if let Err(error) = &outcome
                 && message.done.is_none()
             {
@@ -304,8 +548,9 @@ impl Telegram {
         }
     }
 
-    /// Sends one message, waiting out `retry_after` and retrying server and network errors a few times.
-    async fn deliver_one(&self, message: &Outgoing) -> Result<(), DeliveryError> {
+    /// Sends one message, waiting out `retry_after` and retrying server and network errors a few times;
+    /// the id of the message sent or edited.
+    async fn deliver_one(&self, message: &Outgoing) -> Result<Option<i32>, DeliveryError> {
         let chat = message.chat;
         let text: String = message.text.chars().take(MAX_TEXT).collect();
         let mut last = String::new();
@@ -319,18 +564,24 @@ impl Telegram {
                     if let Some(keyboard) = &message.keyboard {
                         request = request.reply_markup(keyboard.clone());
                     }
-                    request.await.map(|_| ())
+                    request.await.map(|m| Some(m.id.0))
                 }
                 None => {
                     let mut request = self.bot.send_message(ChatId(chat), text.clone());
                     if let Some(keyboard) = &message.keyboard {
                         request = request.reply_markup(keyboard.clone());
                     }
-                    request.await.map(|_| ())
+                    if let Some(prompt) = &message.prompt {
+                        let placeholder: String = prompt.label.chars().take(64).collect();
+                        request = request
+                            .reply_markup(ForceReply::new().input_field_placeholder(placeholder));
+                    }
+                    request.await.map(|m| Some(m.id.0))
                 }
             };
             match sent {
-                Ok(()) | Err(RequestError::Api(ApiError::MessageNotModified)) => return Ok(()),
+                Ok(id) => return Ok(id),
+                Err(RequestError::Api(ApiError::MessageNotModified)) => return Ok(None),
                 Err(RequestError::RetryAfter(wait)) => {
                     // Flood control: not a failure of this message; wait as told, then try again.
                     tracing::info!(chat, seconds = wait.seconds(), "telegram asked to wait");

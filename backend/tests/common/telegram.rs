@@ -1,7 +1,8 @@
 //! A stub of the Telegram Bot API (the one fake the tests allow): a small HTTP server on loopback that
 //! speaks the methods the bot uses (`getMe`, `getUpdates`, `sendMessage`, `editMessageText`,
-//! `answerCallbackQuery`) as Telegram does, queues the updates a test makes users send, records every
-//! request, and can answer the next `sendMessage` calls with a 429 `retry_after` or a 500.
+//! `answerCallbackQuery`, `setWebhook`, `deleteWebhook`) as Telegram does (`getUpdates` is refused with
+//! 409 while a webhook is set), queues the updates a test makes users send, records every
+//! request (each message with when it arrived), and can answer the next `sendMessage` calls with a 429 `retry_after` or a 500.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,8 @@ pub enum Failure {
     RetryAfter(u32),
     /// 500 Internal Server Error.
     ServerError,
+    /// 403: the user blocked the bot.
+    Blocked,
 }
 
 /// A message the bot sent.
@@ -34,6 +37,8 @@ pub struct Sent {
     pub id: u64,
     pub text: String,
     pub keyboard: Value,
+    /// When the stub answered it.
+    pub at: Instant,
 }
 
 impl Sent {
@@ -64,6 +69,8 @@ struct Inner {
     /// Successful edits: chat, message id, new text.
     edits: Vec<(i64, u64, String)>,
     failures: std::collections::VecDeque<Failure>,
+    /// The webhook set by `setWebhook`: URL and secret token.
+    webhook: Option<(String, String)>,
 }
 
 #[derive(Clone, Default)]
@@ -86,9 +93,39 @@ fn chat_json(id: i64) -> Value {
     json!({ "id": id, "type": "private", "first_name": "Tester" })
 }
 
+/// The text fields of a `multipart/form-data` body (teloxide sends methods that may carry a file, such as
+/// `setWebhook`, that way) as a JSON object.
+fn form_fields(content_type: &str, body: &[u8]) -> Value {
+    let Some(boundary) = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+    else {
+        return Value::Null;
+    };
+    let boundary = format!("--{}", boundary.trim_matches('"'));
+    let body = String::from_utf8_lossy(body);
+    let mut fields = serde_json::Map::new();
+    for part in body.split(boundary.as_str()) {
+        let Some((headers, value)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let Some(name) = headers
+            .split("name=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let value = value.strip_suffix("\r\n").unwrap_or(value);
+        fields.insert(name.to_owned(), Value::String(value.to_owned()));
+    }
+    Value::Object(fields)
+}
+
 async fn method(
     State(stub): State<Stub>,
     Path((bot, method)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     if bot != format!("bot{TOKEN}") {
@@ -98,7 +135,15 @@ async fn method(
         )
             .into_response();
     }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let body: Value = if content_type.starts_with("multipart/form-data") {
+        form_fields(content_type, &body)
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
     // Telegram's method names are case-insensitive (teloxide sends `SendMessage`).
     let method = match method.to_ascii_lowercase().as_str() {
         "getme" => "getMe",
@@ -106,6 +151,8 @@ async fn method(
         "sendmessage" => "sendMessage",
         "editmessagetext" => "editMessageText",
         "answercallbackquery" => "answerCallbackQuery",
+        "setwebhook" => "setWebhook",
+        "deletewebhook" => "deleteWebhook",
         _ => "unknown",
     }
     .to_owned();
@@ -120,6 +167,24 @@ async fn method(
             "can_join_groups": true, "can_read_all_group_messages": false,
             "supports_inline_queries": false, "can_connect_to_business": false, "has_main_web_app": false
         })),
+        "setWebhook" => {
+            let url = body["url"].as_str().unwrap_or_default().to_owned();
+            let secret = body["secret_token"].as_str().unwrap_or_default().to_owned();
+            stub.inner.lock().unwrap().webhook = Some((url, secret));
+            ok(json!(true))
+        }
+        "deleteWebhook" => {
+            stub.inner.lock().unwrap().webhook = None;
+            ok(json!(true))
+        }
+        "getUpdates" if stub.inner.lock().unwrap().webhook.is_some() => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({
+                "ok": false, "error_code": 409,
+                "description": "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"
+            })),
+        )
+            .into_response(),
         "getUpdates" => {
             let offset = body["offset"].as_u64().unwrap_or(0);
             let wait = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(2));
@@ -153,6 +218,14 @@ async fn method(
                         })),
                     )
                         .into_response(),
+                    Failure::Blocked => (
+                        StatusCode::FORBIDDEN,
+                        axum::Json(json!({
+                            "ok": false, "error_code": 403,
+                            "description": "Forbidden: bot was blocked by the user"
+                        })),
+                    )
+                        .into_response(),
                     Failure::ServerError => (
                         StatusCode::INTERNAL_SERVER_ERROR,
                         axum::Json(json!({
@@ -179,6 +252,7 @@ async fn method(
                 id,
                 text: text.clone(),
                 keyboard: body["reply_markup"].clone(),
+                at: Instant::now(),
             });
             ok(json!({
                 "message_id": id, "date": 1_700_000_000, "chat": chat_json(chat_id), "text": text
@@ -207,6 +281,33 @@ impl TelegramStub {
         Self { url, stub }
     }
 
+    /// The webhook `setWebhook` set (URL and secret token), if one is set.
+    pub fn webhook(&self) -> Option<(String, String)> {
+        self.stub.inner.lock().unwrap().webhook.clone()
+    }
+
+    /// A webhook is set, as an earlier run in webhook mode leaves it.
+    pub fn set_webhook(&self, url: &str) {
+        self.stub.inner.lock().unwrap().webhook = Some((url.to_owned(), "old".to_owned()));
+    }
+
+    /// An update as Telegram sends it: user `chat` sends `text` in their private chat.
+    pub fn update_json(&self, chat: i64, text: &str) -> Value {
+        let mut inner = self.stub.inner.lock().unwrap();
+        inner.next_update += 1;
+        inner.next_message += 1;
+        json!({
+            "update_id": inner.next_update,
+            "message": {
+                "message_id": inner.next_message,
+                "date": 1_700_000_000,
+                "chat": chat_json(chat),
+                "from": { "id": chat, "is_bot": false, "first_name": "Tester" },
+                "text": text
+            }
+        })
+    }
+
     /// A user in chat `chat` sends `text` to the bot.
     pub fn say(&self, chat: i64, text: &str) {
         let mut inner = self.stub.inner.lock().unwrap();
@@ -222,6 +323,35 @@ impl TelegramStub {
                 "chat": chat_json(chat),
                 "from": { "id": chat, "is_bot": false, "first_name": "Tester" },
                 "text": text
+            }
+        }));
+        drop(inner);
+        self.stub.notify.notify_waiters();
+    }
+
+    /// A user `from` in chat `chat` replies `text` to the bot's message `to` (as a `ForceReply` prompt
+    /// makes their client do), which carried `original`.
+    pub fn reply(&self, chat: i64, from: i64, to: u64, original: &str, text: &str) {
+        let mut inner = self.stub.inner.lock().unwrap();
+        inner.next_update += 1;
+        let id = inner.next_update;
+        inner.next_message += 1;
+        let message = inner.next_message;
+        inner.updates.push(json!({
+            "update_id": id,
+            "message": {
+                "message_id": message,
+                "date": 1_700_000_000,
+                "chat": chat_json(chat),
+                "from": { "id": from, "is_bot": false, "first_name": "Tester" },
+                "text": text,
+                "reply_to_message": {
+                    "message_id": to,
+                    "date": 1_700_000_000,
+                    "chat": chat_json(chat),
+                    "from": { "id": 123456, "is_bot": true, "first_name": "Pepeunit", "username": "pepeunit_test_bot" },
+                    "text": original
+                }
             }
         }));
         drop(inner);

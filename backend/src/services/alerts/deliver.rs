@@ -64,6 +64,8 @@ pub trait AlertTransport: Send + Sync + 'static {
 pub struct Transports {
     pub telegram: Option<Arc<dyn AlertTransport>>,
     pub webhook: Option<Arc<dyn AlertTransport>>,
+    /// Every value of chosen variables to webhooks ([`super::values`]).
+    pub values: Option<Arc<dyn super::values::ValueTransport>>,
 }
 
 impl Transports {

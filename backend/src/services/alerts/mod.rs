@@ -8,10 +8,11 @@
 
 pub mod deliver;
 pub mod evaluate;
+pub mod values;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::{LazyLock, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use prometheus_client::metrics::counter::Counter;
@@ -158,6 +159,8 @@ pub static OBSERVATIONS_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::defa
 struct Watched {
     nodes: HashSet<Uuid>,
     units: HashSet<Uuid>,
+    /// The webhooks that receive every value of a node ([`values`]).
+    hooks: HashMap<Uuid, Vec<Arc<values::HookQueue>>>,
 }
 
 /// The limits on alerting.
@@ -179,6 +182,9 @@ pub struct Alerting {
     watched: RwLock<Watched>,
     outbox: Notify,
     settings: AlertSettings,
+    /// Each webhook's value queue, kept across reloads so its counters survive them.
+    hook_queues: Mutex<HashMap<Uuid, Arc<values::HookQueue>>>,
+    hooks_changed: Notify,
 }
 
 impl Alerting {
@@ -196,7 +202,60 @@ impl Alerting {
                 allow_local_webhooks: config.allow_local_remotes,
                 bot_username: std::sync::OnceLock::new(),
             },
+            hook_queues: Mutex::default(),
+            hooks_changed: Notify::new(),
         }
+    }
+
+    /// The value queue of webhook `channel`, made if it has none.
+    fn hook_queue(&self, channel: Uuid) -> Arc<values::HookQueue> {
+        self.hook_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(channel)
+            .or_insert_with(|| Arc::new(values::HookQueue::new(channel)))
+            .clone()
+    }
+
+    /// Who receives which node's values from now on.
+    fn set_hooks(&self, hooks: HashMap<Uuid, Vec<Arc<values::HookQueue>>>) {
+        let active: HashSet<Uuid> = hooks.values().flatten().map(|q| q.channel()).collect();
+        self.hook_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|channel, _| active.contains(channel));
+        self.watched
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .hooks = hooks;
+    }
+
+    /// Wakes the values worker: webhooks' choices changed.
+    fn wake_values(&self) {
+        self.hooks_changed.notify_one();
+    }
+
+    /// The queues of the webhooks that receive values now.
+    fn active_hook_queues(&self) -> Vec<Arc<values::HookQueue>> {
+        self.hook_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    async fn hooks_notified(&self) {
+        self.hooks_changed.notified().await;
+    }
+
+    /// Values POSTed and dropped (since the server started) of webhook `channel`.
+    pub fn value_counters(&self, channel: Uuid) -> (u64, u64) {
+        self.hook_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&channel)
+            .map_or((0, 0), |q| q.counters())
     }
 
     pub fn settings(&self) -> &AlertSettings {
@@ -221,13 +280,29 @@ impl Alerting {
         watched.units = units;
     }
 
-    /// Hands a committed value to the evaluator if a rule watches its variable; never waits (a full queue
-    /// drops it and counts it in [`OBSERVATIONS_DROPPED`]).
+    /// Hands a committed value to the evaluator if a rule watches its variable, and to the webhooks that
+    /// receive its every value; never waits (a full queue drops it and counts it: in
+    /// [`OBSERVATIONS_DROPPED`], or in the webhook's `valuesDropped`).
     pub fn observe_value(&self, unit: Uuid, node: Uuid, payload: &[u8], at: DateTime<Utc>) {
-        if !self.watched().nodes.contains(&node) {
+        let watched = self.watched();
+        let ruled = watched.nodes.contains(&node);
+        let hooks = watched.hooks.get(&node);
+        if !ruled && hooks.is_none() {
             return;
         }
         let value = String::from_utf8_lossy(payload).into_owned();
+        for hook in hooks.into_iter().flatten() {
+            hook.push(values::Sample {
+                unit,
+                node,
+                value: value.clone(),
+                at,
+            });
+        }
+        drop(watched);
+        if !ruled {
+            return;
+        }
         if self
             .sender
             .try_send(Observation::Value {
@@ -513,6 +588,8 @@ pub async fn delete_channel(services: &Services, actor: &Actor, uuid: Uuid) -> R
     alert_channels::Entity::delete_by_id(channel.uuid)
         .exec(services.db())
         .await?;
+    values::reload(services).await?;
+    services.alerts().wake_values();
     Ok(())
 }
 

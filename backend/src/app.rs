@@ -246,9 +246,11 @@ impl App {
             )));
             let broker = self.broker.clone();
             let mut remote_values = channels.remote_values;
+            // Retained: a unit that connects after a peer's value arrived (after a restart of either
+            // instance, say) still gets the newest value of the remote output.
             tasks.push(tokio::spawn(async move {
                 while let Some((topic, payload)) = remote_values.recv().await {
-                    broker.publish(&topic, &payload, false);
+                    broker.publish(&topic, &payload, true);
                 }
             }));
         }

@@ -10,9 +10,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::TestServer;
 use common::mqtt::{MqttUnit, Seen};
 use common::units::{Device, Fixture, device};
+use common::{TestDb, TestServer};
 use reqwest::StatusCode;
 use rumqttc::QoS;
 use serde_json::{Value, json};
@@ -42,13 +42,51 @@ struct Instance {
     admin: String,
 }
 
+/// An instance stopped for a while: its database, addresses and fixture, to start again on.
+struct Stopped {
+    db: TestDb,
+    at: (std::net::SocketAddr, std::net::SocketAddr),
+    parts: (
+        tempfile::TempDir,
+        common::git::SourceRepo,
+        common::git::GitHttpServer,
+    ),
+    token: String,
+    repo_unit: String,
+    admin: String,
+}
+
+impl Stopped {
+    /// Starts the instance again on the same database and ports.
+    async fn start(self) -> Instance {
+        let server = TestServer::start_at(self.db, Some(self.at), |c| {
+            c.allow_local_remotes = true;
+            named_localhost(c);
+        })
+        .await;
+        let (remotes, source, http) = self.parts;
+        Instance {
+            fx: Fixture {
+                remotes,
+                source,
+                http,
+                server,
+                token: self.token,
+                repo_unit: self.repo_unit,
+            },
+            admin: self.admin,
+        }
+    }
+}
+
+/// ActivityPub ids need a host name: the instance is `localhost:<port>`.
+fn named_localhost(config: &mut pepeunit_backend::Config) {
+    config.public_url = config.public_url.replace("127.0.0.1", "localhost");
+}
+
 impl Instance {
     async fn start() -> Self {
-        let fx = Fixture::with_config(
-            |_| {},
-            |c| c.public_url = c.public_url.replace("127.0.0.1", "localhost"),
-        )
-        .await;
+        let fx = Fixture::with_config(|_| {}, named_localhost).await;
         let (_, admin) = fx.server.admin("root").await;
         let instance = Self { fx, admin };
         instance.set_federation(true).await;
@@ -57,6 +95,27 @@ impl Instance {
 
     fn server(&self) -> &TestServer {
         &self.fx.server
+    }
+
+    /// Stops the instance (as a signal would); [`Stopped::start`] starts it again.
+    async fn stop(self) -> Stopped {
+        let Fixture {
+            remotes,
+            source,
+            http,
+            server,
+            token,
+            repo_unit,
+        } = self.fx;
+        let at = (server.http_addr(), server.mqtt);
+        Stopped {
+            db: server.stop().await,
+            at,
+            parts: (remotes, source, http),
+            token,
+            repo_unit,
+            admin: self.admin,
+        }
     }
 
     /// `localhost:<port>`.
@@ -342,6 +401,87 @@ impl Flow {
             .publish(&self.output_topic, value, QoS::AtLeastOnce)
             .await;
     }
+
+    /// Publishes and waits for the PUBACK: B has stored the value.
+    async fn publish_acked(&mut self, value: &str) {
+        self.publish(value).await;
+        let started = Instant::now();
+        loop {
+            assert!(started.elapsed() < DEADLINE, "no PUBACK for {value}");
+            match self.sensor_mqtt.next(Duration::from_secs(1)).await {
+                Some(Seen::PubAck(_)) => return,
+                Some(Seen::Closed(why)) => panic!("connection closed: {why}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Publishes from each flow until a value of each has reached `unit` on A (B's outbox knows the
+/// follower and the subscriptions are in place); nothing here is timed.
+async fn warm_up(flows: &[&Flow], unit: &mut MqttUnit, topics: &[&str]) {
+    let started = Instant::now();
+    let mut reached = vec![false; flows.len()];
+    let mut n = 0;
+    while reached.contains(&false) {
+        assert!(started.elapsed() < DEADLINE, "no value from B arrived on A");
+        n += 1;
+        for (flow, done) in flows.iter().zip(&reached) {
+            if !done {
+                flow.publish(&format!("warmup-{n}")).await;
+            }
+        }
+        while let Some(seen) = unit.next(Duration::from_millis(500)).await {
+            if let Seen::Message { topic, .. } = &seen
+                && let Some(i) = topics.iter().position(|t| t == topic)
+            {
+                reached[i] = true;
+            }
+        }
+    }
+}
+
+/// Collects the values arriving on each topic of `wanted` until its newest value (the second item) has
+/// arrived on every one; panics after [`DEADLINE`].
+async fn values_until(unit: &mut MqttUnit, wanted: &[(&str, &str)]) -> Vec<Vec<String>> {
+    let started = Instant::now();
+    let mut values = vec![Vec::new(); wanted.len()];
+    let mut done = vec![false; wanted.len()];
+    while done.contains(&false) {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the newest values {wanted:?} never all arrived; got {values:?}"
+        );
+        match unit.next(Duration::from_secs(1)).await {
+            Some(Seen::Message { topic, payload, .. }) => {
+                if let Some(i) = wanted.iter().position(|(t, _)| *t == topic) {
+                    done[i] |= payload == wanted[i].1;
+                    values[i].push(payload);
+                }
+            }
+            Some(Seen::Closed(why)) => panic!("connection closed: {why}"),
+            _ => {}
+        }
+    }
+    values
+}
+
+/// `got` holds each value at most once and in the order `published` lists them.
+fn in_order_without_duplicates(got: &[String], published: &[String]) {
+    let positions: Vec<usize> = got
+        .iter()
+        .filter(|v| !v.starts_with("warmup-"))
+        .map(|v| {
+            published
+                .iter()
+                .position(|p| p == v)
+                .unwrap_or_else(|| panic!("{v} was never published"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "out of order or duplicated: {got:?}"
+    );
 }
 
 #[tokio::test]
@@ -1062,4 +1202,79 @@ async fn a_user_previews_a_remote_units_outputs_before_linking() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Restarts: the newest value of each linked output is not lost.
+
+/// A's values while it was down: B keeps them and sends them once A is back; A's unit, which connects
+/// again after the restart, gets the newest value of each output, with samples applied in order and
+/// none twice.
+#[tokio::test]
+async fn the_newest_value_of_each_output_reaches_an_instance_that_restarted() {
+    let a = Instance::start().await;
+    let b = Instance::start().await;
+    peer(&a, &b).await;
+    let mut greenhouse = sensor(&b, "greenhouse").await;
+    let mut barn = sensor(&b, "barn").await;
+    let display = device(&a.fx, "display").await;
+    let (_, greenhouse_topic) = link(&a, &b, &greenhouse.sensor, &display).await;
+    let (_, barn_topic) = link(&a, &b, &barn.sensor, &display).await;
+    let mut display_mqtt = display.connect(&a.fx).await;
+    display_mqtt.subscribe(&greenhouse_topic).await;
+    display_mqtt.subscribe(&barn_topic).await;
+    warm_up(
+        &[&greenhouse, &barn],
+        &mut display_mqtt,
+        &[greenhouse_topic.as_str(), barn_topic.as_str()],
+    )
+    .await;
+    drop(display_mqtt);
+
+    // A stops; B's units go on publishing and B acknowledges (stores) every value.
+    let stopped = a.stop().await;
+    let mut published = Vec::new();
+    for i in 1..=5 {
+        let value = format!("while-a-was-down-{i}");
+        greenhouse.publish_acked(&value).await;
+        barn.publish_acked(&format!("barn-{value}")).await;
+        published.push(value);
+    }
+    let a = stopped.start().await;
+    let mut display_mqtt = display.connect(&a.fx).await;
+    display_mqtt.subscribe(&greenhouse_topic).await;
+    display_mqtt.subscribe(&barn_topic).await;
+    let newest = published.last().unwrap().clone();
+    let barn_published: Vec<String> = published.iter().map(|v| format!("barn-{v}")).collect();
+    let got = values_until(
+        &mut display_mqtt,
+        &[
+            (greenhouse_topic.as_str(), newest.as_str()),
+            (barn_topic.as_str(), barn_published.last().unwrap().as_str()),
+        ],
+    )
+    .await;
+    in_order_without_duplicates(&got[0], &published);
+    in_order_without_duplicates(&got[1], &barn_published);
+    eventually("A to show the newest values", || async {
+        let remote = a.remote_units().await;
+        let last: Vec<Value> = remote
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["outputs"][0]["lastValue"].clone())
+            .collect();
+        (last.contains(&json!(newest)) && last.contains(&json!(format!("barn-{newest}"))))
+            .then_some(())
+    })
+    .await;
+
+    // And on from there: a value after the restart arrives once, after the others.
+    greenhouse.publish("after-the-restart").await;
+    let got = values_until(
+        &mut display_mqtt,
+        &[(greenhouse_topic.as_str(), "after-the-restart")],
+    )
+    .await;
+    assert_eq!(got[0], vec!["after-the-restart".to_owned()]);
 }

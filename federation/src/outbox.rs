@@ -11,6 +11,10 @@
 //! `max_backoff`); while a peer is down its queue keeps at most `max_pending_per_peer` samples, first by
 //! keeping only the newest sample of each output, then by dropping the oldest. A peer that refuses (4xx)
 //! gets the batch dropped, not retried.
+//!
+//! The queues live in memory: at start, the newest stored value of every followed output is queued
+//! again, so what a stop cut off still ends with the newest value at each peer (a peer that already has
+//! it drops it: its sequence is the value's time, as when it was first sent).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,8 +132,9 @@ impl Tap {
 pub trait Source: Send + Sync + 'static {
     /// Every followed output and the peers that follow its unit.
     async fn followers(&self) -> Result<Vec<(Uuid, Domain)>, HostError>;
-    /// The newest stored value of each of `outputs` (unit, output), for values that overflowed.
-    async fn latest(&self, outputs: Vec<(Uuid, Uuid)>) -> Result<Vec<Offer>, HostError>;
+    /// The newest stored value of each of `outputs`, for values that overflowed or were queued when
+    /// this instance stopped.
+    async fn latest(&self, outputs: Vec<Uuid>) -> Result<Vec<Offer>, HostError>;
 }
 
 #[derive(Default)]
@@ -181,6 +186,7 @@ pub async fn run(
         done,
     };
     outbox.refresh().await;
+    outbox.resend_newest().await;
     let mut tick = tokio::time::interval(outbox.limits.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -250,6 +256,22 @@ impl Outbox {
         }
     }
 
+    /// Queues the newest stored value of every followed output (at start: see the module doc).
+    async fn resend_newest(&mut self) {
+        let outputs: Vec<Uuid> = self.routes.keys().copied().collect();
+        // In chunks: a query takes a bounded number of parameters.
+        for chunk in outputs.chunks(1000) {
+            match self.source.latest(chunk.to_vec()).await {
+                Ok(offers) => {
+                    for offer in offers {
+                        self.enqueue(offer);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "reading the newest values failed"),
+            }
+        }
+    }
+
     async fn recover_overflow(&mut self) {
         let overflowed = self.tap.take_overflow();
         if overflowed.is_empty() {
@@ -259,7 +281,8 @@ impl Outbox {
             outputs = overflowed.len(),
             "federation fell behind ingestion; sending the newest value of each output"
         );
-        match self.source.latest(overflowed).await {
+        let outputs = overflowed.into_iter().map(|(_, output)| output).collect();
+        match self.source.latest(outputs).await {
             Ok(offers) => {
                 for offer in offers {
                     self.enqueue(offer);

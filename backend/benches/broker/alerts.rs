@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 
-use crate::load::{Identity, options};
+use crate::common::load::{Identity, options};
 pub use telegram::{TOKEN, TelegramStub};
 
 /// The admin's chat with the bot.

@@ -27,35 +27,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod alerts;
-mod load;
+#[path = "../common/mod.rs"]
+mod common;
 mod target;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
-use tokio::sync::Semaphore;
 
-use load::{Identity, Pace, Received, Sent, quantile_ms};
+use common::load::{self, Identity, Pace, quantile_ms};
+use common::measure::{Load, Measured};
+use common::report::{count, ms, percent};
+use common::system::{env_or, load_average, pairs};
 use target::{Broker, Kind, Spec};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `K=V,K=V` (or space-separated) into pairs.
-fn pairs(text: &str) -> Vec<(String, String)> {
-    text.split([',', ' ', ';'])
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
-}
 
 struct Settings {
     seconds: u64,
@@ -196,89 +181,6 @@ fn split_targets(text: &str) -> Vec<String> {
     out.into_iter().filter(|s| !s.trim().is_empty()).collect()
 }
 
-/// CPU seconds (user + system, all threads) and RSS in KiB of a process, from /proc.
-fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime, in clock ticks (100 per second on Linux).
-    let cpu = (field(11) + field(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (cpu, rss)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// What one scenario on one broker measured.
-#[derive(Default)]
-struct Measured {
-    sent: Vec<Sent>,
-    received: Option<Received>,
-    subscriber_error: Option<String>,
-    connect_failures: Vec<String>,
-    /// From the start signal to the last publisher done (PUBACKs in).
-    publish_seconds: f64,
-    broker_cpu: Option<f64>,
-    broker_rss_max: Option<u64>,
-    client_cpu: f64,
-    load1: String,
-}
-
-impl Measured {
-    fn acked(&self, range: std::ops::Range<usize>) -> u64 {
-        self.sent[range].iter().map(|s| s.acked.len()).sum()
-    }
-
-    fn sent_total(&self, range: std::ops::Range<usize>) -> u64 {
-        self.sent[range].iter().map(|s| s.sent).sum()
-    }
-
-    /// Acknowledged sequences the subscriber never got.
-    fn lost(&self, range: std::ops::Range<usize>) -> Option<u64> {
-        let received = self.received.as_ref()?;
-        let empty = load::Seqs::default();
-        Some(
-            range
-                .map(|i| {
-                    self.sent[i]
-                        .acked
-                        .missing_from(received.seqs.get(i).unwrap_or(&empty))
-                })
-                .sum(),
-        )
-    }
-
-    fn ack_latency(&self, range: std::ops::Range<usize>) -> Vec<u32> {
-        self.sent[range]
-            .iter()
-            .flat_map(|s| s.ack_latency.iter().copied())
-            .collect()
-    }
-}
-
 /// Runs one load on `broker`: `load[i]` is publisher i's identity and pace; with `subscribe`, the broker's
 /// subscriber takes every QoS 1 publisher's topic.
 async fn measure(
@@ -288,151 +190,26 @@ async fn measure(
     settings: &Settings,
     epoch: Instant,
 ) -> Measured {
-    let mut out = Measured {
-        load1: load_average()
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_owned(),
-        ..Measured::default()
-    };
-    let subscriber = if subscribe {
+    let subscriber = subscribe.then(|| {
         let topics = load
             .iter()
             .filter(|(_, pace)| pace.qos != QoS::AtMostOnce)
             .map(|(who, _)| who.topic.clone())
             .collect();
-        let (port, who) = (broker.port, broker.subscriber.clone());
-        let started =
-            tokio::task::spawn_blocking(move || load::Subscriber::start(port, who, topics, epoch))
-                .await
-                .unwrap();
-        match started {
-            Ok(s) => Some(s),
-            Err(error) => {
-                out.subscriber_error = Some(error);
-                None
-            }
-        }
-    } else {
-        None
-    };
-
-    // Connect everyone first (50 at a time), then start them all together.
-    let gate = Arc::new(Semaphore::new(50));
-    let mut connecting = Vec::new();
-    for (index, (who, pace)) in load.iter().enumerate() {
-        let (gate, who, port, inflight) =
-            (gate.clone(), who.clone(), broker.port, settings.inflight);
-        let queue = if pace.rate.is_none() { 16 } else { 1024 };
-        connecting.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await.unwrap();
-            load::connect(port, index as u32, who, inflight, queue).await
-        }));
-    }
-    let mut connected = Vec::new();
-    for (task, (who, _)) in connecting.into_iter().zip(&load) {
-        match task.await.unwrap() {
-            Ok(c) => connected.push(Some(c)),
-            Err(error) => {
-                out.connect_failures.push(format!("{}: {error}", who.id));
-                connected.push(None);
-            }
-        }
-    }
-
-    let (broker_cpu0, _) = broker.pid.map(usage).unwrap_or_default();
-    let (client_cpu0, _) = usage(std::process::id());
-    let measured_from = Instant::now();
-    let start = Instant::now() + Duration::from_millis(300);
-    let stop = start + Duration::from_secs(settings.seconds);
-    let drain = stop + settings.drain;
-    let sampling = Arc::new(AtomicBool::new(true));
-    let rss_max = Arc::new(AtomicU64::new(0));
-    let sampler = broker.pid.map(|pid| {
-        let (sampling, rss_max) = (sampling.clone(), rss_max.clone());
-        tokio::spawn(async move {
-            while sampling.load(Ordering::Relaxed) {
-                rss_max.fetch_max(usage(pid).1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
+        (broker.port, broker.subscriber.clone(), topics)
     });
-    let mut tasks = Vec::new();
-    let paced = load.iter().filter(|(_, p)| p.rate.is_some()).count().max(1);
-    for (index, (conn, (_, pace))) in connected.into_iter().zip(&load).enumerate() {
-        let pace = *pace;
-        // Paced publishers start spread over one period, so their messages interleave instead of
-        // arriving in bursts of N.
-        let offset = pace.rate.map_or(Duration::ZERO, |rate| {
-            Duration::from_secs_f64((index % paced) as f64 / paced as f64 / rate)
-        });
-        tasks.push(conn.map(|conn| {
-            tokio::spawn(async move {
-                load::publish(conn, pace, epoch, start + offset, stop, drain).await
-            })
-        }));
+    Load {
+        port: broker.port,
+        publishers: load,
+        subscriber,
+        watch: broker.pid.into_iter().collect(),
+        seconds: settings.seconds,
+        drain: settings.drain,
+        inflight: settings.inflight,
+        tail: Duration::from_secs(10),
     }
-    for task in tasks {
-        out.sent.push(match task {
-            Some(task) => task.await.unwrap_or_default(),
-            None => Sent::default(),
-        });
-    }
-    let published = Instant::now();
-    out.publish_seconds = published.saturating_duration_since(start).as_secs_f64();
-    // CPU over the load itself (start signal to the last PUBACK), not the wait for a lost tail after it.
-    let window = published.duration_since(measured_from).as_secs_f64();
-    if let Some(pid) = broker.pid {
-        out.broker_cpu = Some((usage(pid).0 - broker_cpu0) / window * 100.0);
-    }
-    out.client_cpu = (usage(std::process::id()).0 - client_cpu0) / window * 100.0;
-    if let Some(subscriber) = subscriber {
-        let expected = out.sent.iter().map(|s| s.sent).sum::<u64>();
-        let received = tokio::task::spawn_blocking(move || {
-            subscriber.finish(expected, Instant::now() + Duration::from_secs(10))
-        })
-        .await
-        .unwrap();
-        out.received = Some(received);
-    }
-    sampling.store(false, Ordering::Relaxed);
-    if let Some(sampler) = sampler {
-        let _ = sampler.await;
-    }
-    if let Some(pid) = broker.pid {
-        out.broker_rss_max = Some(rss_max.load(Ordering::Relaxed).max(usage(pid).1));
-    }
-    out
-}
-
-fn ms(value: Option<f64>) -> String {
-    match value {
-        None => "–".into(),
-        Some(v) if v < 10.0 => format!("{v:.2} ms"),
-        Some(v) if v < 1000.0 => format!("{v:.1} ms"),
-        Some(v) => format!("{:.2} s", v / 1000.0),
-    }
-}
-
-fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "–".into()
-    } else {
-        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
-    }
+    .run(epoch)
+    .await
 }
 
 /// One table row and the number it is compared by.
@@ -452,10 +229,12 @@ struct Scenario {
 
 fn resources(m: &Measured) -> Vec<String> {
     vec![
-        m.broker_cpu
+        m.cpu
+            .first()
             .map(|c| format!("{c:.0}%"))
             .unwrap_or_else(|| "–".into()),
-        m.broker_rss_max
+        m.rss_max
+            .first()
             .map(|r| format!("{} MiB", r / 1024))
             .unwrap_or_else(|| "–".into()),
         format!("{:.0}%", m.client_cpu),

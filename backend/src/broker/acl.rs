@@ -71,6 +71,38 @@ pub async fn load(services: &Services, unit: Uuid) -> Result<Acl> {
     Ok(acl)
 }
 
+/// The topic of every mirrored remote output with a value (of a remote unit still followed), for
+/// restoring retained messages at start: a unit linked to it gets the newest value when it connects
+/// again, whenever the home instance last sent one.
+pub async fn retained_mirrors(services: &Services) -> Result<Vec<(String, String)>> {
+    use crate::entities::{
+        federation_remote_outputs as mirrors, federation_remote_units as remote,
+    };
+    use crate::services::federation::RemoteStatus;
+    let domain = services.units().endpoint.domain.as_str();
+    let followed: Vec<Uuid> = remote::Entity::find()
+        .filter(remote::Column::Status.eq(RemoteStatus::Accepted.as_str()))
+        .all(services.db())
+        .await?
+        .into_iter()
+        .map(|r| r.uuid)
+        .collect();
+    let mut out = Vec::new();
+    // In chunks: a query takes a bounded number of parameters.
+    for chunk in followed.chunks(1000) {
+        let rows = mirrors::Entity::find()
+            .filter(mirrors::Column::RemoteUnitUuid.is_in(chunk.iter().copied()))
+            .filter(mirrors::Column::LastValue.is_not_null())
+            .all(services.db())
+            .await?;
+        out.extend(rows.into_iter().filter_map(|m| {
+            let value = m.last_value?;
+            Some((node_topic(domain, m.uuid, &m.topic_name), value))
+        }));
+    }
+    Ok(out)
+}
+
 /// The topic of every input node with a value, for restoring retained messages at start.
 pub async fn retained_inputs(services: &Services) -> Result<Vec<(String, String)>> {
     let domain = services.units().endpoint.domain.as_str();

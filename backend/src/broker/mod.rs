@@ -14,8 +14,9 @@
 //! Deliveries are at the QoS the subscriber asked for, at most 1 (QoS 1 with an in-flight window settled by
 //! the unit's PUBACKs). A delivery is never dropped while its subscriber is connected: a full queue slows
 //! the publisher, and a subscriber whose queue stays full past a timeout is disconnected (MQTT 5 reason
-//! 0x97), counted in `/metrics`. Commands and input values are retained, so a unit that reconnects gets
-//! the latest, and retained messages are rebuilt from the database at start.
+//! 0x97), counted in `/metrics`. Commands, input values and the values of remote outputs mirrored from
+//! a peer instance are retained, so a unit that reconnects gets the latest, and retained messages are
+//! rebuilt from the database at start.
 //!
 //! A persistent session (MQTT 3 `clean_session = 0`, MQTT 5 Session Expiry Interval > 0) outlives its
 //! connection in memory ([`session_store`]): its subscriptions keep collecting QoS 1 messages, bounded in
@@ -232,9 +233,12 @@ impl Broker {
         }
     }
 
-    /// Rebuilds retained messages from the database: input values and pending updates.
+    /// Rebuilds retained messages from the database: input values, mirrored remote outputs' values and
+    /// pending updates.
     pub async fn restore(&self) -> crate::error::Result<()> {
-        for (topic, value) in acl::retained_inputs(&self.services).await? {
+        let inputs = acl::retained_inputs(&self.services).await?;
+        let mirrors = acl::retained_mirrors(&self.services).await?;
+        for (topic, value) in inputs.into_iter().chain(mirrors) {
             self.retain(&topic, value.into_bytes());
         }
         commands::restore_pending_updates(self).await

@@ -9,8 +9,8 @@ mod history_csv;
 pub mod metrics;
 mod mqtt_ws;
 pub mod server;
-pub mod values;
 mod telegram;
+pub mod values;
 mod webhooks;
 
 use std::net::{IpAddr, SocketAddr};

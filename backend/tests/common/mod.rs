@@ -113,6 +113,7 @@ pub struct TestServer {
     pub services: Services,
     pub db: TestDb,
     stop: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestServer {
@@ -126,18 +127,31 @@ impl TestServer {
 
     /// Starts a server on `db` (which may already hold data, e.g. restored from a backup).
     pub async fn start_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_at(db, None, adjust).await
+    }
+
+    /// As [`TestServer::start_on`], on the HTTP and MQTT addresses of `at` (a restart keeps them, as
+    /// topics and federation ids carry the instance's address) or on free ports.
+    pub async fn start_at(
+        db: TestDb,
+        at: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         // Server logs (incidents included) show in a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter("warn,pepeunit_backend=info")
             .with_test_writer()
             .try_init();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let http = at.map_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), |(h, _)| h);
+        let listener = tokio::net::TcpListener::bind(http).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let mut config = db.config();
         // Units' env.json points at this server, so real clients can call it back.
         config.public_url = base.clone();
+        if let Some((_, mqtt)) = at {
+            config.mqtt_bind = mqtt;
+            config.mqtt_bind_explicit = true;
+        }
         adjust(&mut config);
         // As `serve` does: the address bound (port 0 by default) goes into units' env.json.
         let mqtt_listener = pepeunit_backend::bind_mqtt(&mut config)
@@ -150,7 +164,7 @@ impl TestServer {
             .with_mqtt_listener(mqtt_listener);
         let services = app.services().clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.serve(listener, async {
+        let serving = tokio::spawn(app.serve(listener, async {
             let _ = stopped.await;
         }));
         Self {
@@ -160,7 +174,28 @@ impl TestServer {
             services,
             db,
             stop: Some(stop),
+            serving: Some(serving),
         }
+    }
+
+    /// The HTTP address served.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("an address")
+    }
+
+    /// Stops the server as a signal would (in-flight requests drained, tasks ended, database closed)
+    /// and gives back its database, for a restart on it.
+    pub async fn stop(mut self) -> TestDb {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            let _ = serving.await;
+        }
+        std::mem::replace(&mut self.db, TestDb::sqlite())
     }
 
     pub fn url(&self, path: &str) -> String {

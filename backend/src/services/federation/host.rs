@@ -556,10 +556,10 @@ impl Source for ServerHost {
         Ok(out)
     }
 
-    async fn latest(&self, outputs: Vec<(Uuid, Uuid)>) -> Result<Vec<Offer>, HostError> {
+    async fn latest(&self, outputs: Vec<Uuid>) -> Result<Vec<Offer>, HostError> {
         let services = self.services()?;
         let nodes = unit_nodes::Entity::find()
-            .filter(unit_nodes::Column::Uuid.is_in(outputs.iter().map(|(_, o)| *o)))
+            .filter(unit_nodes::Column::Uuid.is_in(outputs))
             .all(services.db())
             .await
             .map_err(internal)?;

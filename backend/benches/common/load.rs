@@ -115,6 +115,8 @@ pub struct Sent {
     pub acked: Seqs,
     /// Publish call → PUBACK, µs.
     pub ack_latency: Vec<u32>,
+    /// When each sequence's PUBACK came (µs on the bench's clock, indexed by sequence; 0: none).
+    pub ack_at: Vec<u64>,
     pub disconnects: u32,
     pub last_error: Option<String>,
 }
@@ -226,9 +228,15 @@ pub async fn publish(
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         if let Some((seq, at)) = inflight.remove(&ack.pkid) {
-                            let latency = micros(epoch).saturating_sub(at);
+                            let now = micros(epoch);
+                            let latency = now.saturating_sub(at);
                             let mut out = state.lock().unwrap_or_else(|p| p.into_inner());
                             out.acked.insert(seq);
+                            let slot = seq as usize;
+                            if out.ack_at.len() <= slot {
+                                out.ack_at.resize(slot + 1, 0);
+                            }
+                            out.ack_at[slot] = now;
                             out.ack_latency
                                 .push(latency.min(u64::from(u32::MAX)) as u32);
                             acked.fetch_add(1, Ordering::Release);
@@ -301,6 +309,8 @@ pub struct Received {
     pub duplicates: u64,
     /// Send → receive, µs, first receipt of each message.
     pub latency: Vec<u32>,
+    /// (publisher index, sequence, receipt µs on the bench's clock), first receipt of each message.
+    pub arrivals: Vec<(u32, u64, u64)>,
     pub denied: usize,
     pub granted_qos0: usize,
     pub error: Option<String>,
@@ -441,7 +451,8 @@ async fn receive(
         tokio::spawn(async move {
             loop {
                 match events.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                    // A retained copy is an earlier run's message, handed over on subscribing.
+                    Ok(Event::Incoming(Packet::Publish(p))) if !p.retain => {
                         let now = micros(epoch);
                         last_ms.store(now / 1000, Ordering::Release);
                         let mut fields = std::str::from_utf8(&p.payload)
@@ -459,6 +470,7 @@ async fn receive(
                                 distinct.fetch_add(1, Ordering::Release);
                                 out.latency
                                     .push(now.saturating_sub(at).min(u64::from(u32::MAX)) as u32);
+                                out.arrivals.push((index as u32, seq, now));
                             } else {
                                 out.duplicates += 1;
                             }

@@ -41,6 +41,7 @@ const TABLES: &[&str] = &[
     "alert_deliveries",
     "boards",
     "board_items",
+    "mail_tokens",
 ];
 
 #[tokio::test]

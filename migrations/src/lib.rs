@@ -12,6 +12,7 @@ mod m20261123_000004_rollouts;
 mod m20261128_000005_data_indexes;
 mod m20261128_000010_federation;
 mod m20261128_000020_alerts;
+mod m20261128_000040_mail;
 
 /// Runs the Pepeunit migrations in order.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000005_data_indexes::Migration),
             Box::new(m20261128_000010_federation::Migration),
             Box::new(m20261128_000020_alerts::Migration),
+            Box::new(m20261128_000040_mail::Migration),
         ]
     }
 }

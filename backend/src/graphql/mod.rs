@@ -4,6 +4,7 @@ mod alerts;
 mod boards;
 mod federation;
 mod live;
+mod mail;
 mod repo_units;
 mod settings;
 mod units;
@@ -42,6 +43,7 @@ pub struct MutationRoot(
     federation::FederationMutation,
     alerts::AlertMutation,
     boards::BoardMutation,
+    mail::MailMutation,
 );
 
 /// The schema type served at `/graphql`.

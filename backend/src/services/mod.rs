@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod boards;
 pub mod federation;
 pub mod login_throttle;
+pub mod mail;
 pub mod passwords;
 pub mod repo_sync;
 pub mod repo_units;
@@ -51,6 +52,7 @@ pub(crate) struct Inner {
     federation_host: Arc<federation::host::ServerHost>,
     federation_channels: std::sync::Mutex<Option<FederationChannels>>,
     alerts: alerts::Alerting,
+    mail: mail::Mail,
 }
 
 /// What the server's tasks read: values for the outbox, values from peers for the broker.
@@ -100,6 +102,8 @@ pub struct UnitSettings {
     pub log_lines_per_minute: u32,
     /// Most log lines kept per unit (`unit_log_lines_kept`).
     pub log_lines_kept: u64,
+    /// Seconds a unit has to report its new target commit before the update fails (`unit_update_timeout_seconds`).
+    pub update_timeout_seconds: u64,
 }
 
 impl Services {
@@ -145,6 +149,7 @@ impl Services {
                     log_entries_per_message: config.unit_log_entries_per_message,
                     log_lines_per_minute: config.unit_log_lines_per_minute,
                     log_lines_kept: config.unit_log_lines_kept,
+                    update_timeout_seconds: config.unit_update_timeout_seconds,
                 },
                 unit_events: units::events::UnitEvents::default(),
                 live: units::live::LiveFeed::default(),
@@ -165,6 +170,7 @@ impl Services {
                     remote_values,
                 })),
                 alerts: alerts::Alerting::new(config),
+                mail: mail::Mail::new(config)?,
             }),
         };
         federation_host.attach(Arc::downgrade(&services.inner));
@@ -198,6 +204,11 @@ impl Services {
     /// What the outbox reads followers and overflowed values from.
     pub(crate) fn federation_source(&self) -> Arc<dyn pepeunit_federation::outbox::Source> {
         self.inner.federation_host.clone()
+    }
+
+    /// Verification and password-reset mails.
+    pub fn mail(&self) -> &mail::Mail {
+        &self.inner.mail
     }
 
     pub fn db(&self) -> &DatabaseConnection {

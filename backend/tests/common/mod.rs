@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 pub mod git;
 pub mod mqtt;
+pub mod python;
+pub mod smtp;
 pub mod telegram;
 pub mod units;
 use tokio::sync::oneshot;

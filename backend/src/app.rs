@@ -279,6 +279,10 @@ impl App {
         let log_purge = tokio::spawn(crate::services::units::data::run_log_purge(
             self.state.services.clone(),
         ));
+        let mail = tokio::spawn(crate::services::mail::run(self.state.services.clone()));
+        let update_timeouts = tokio::spawn(crate::services::units::update_timeouts::run(
+            self.state.services.clone(),
+        ));
         crate::services::units::rollouts::resume_all(&self.state.services).await;
         if let Err(error) = self.broker.restore().await {
             tracing::warn!(%error, "restoring retained messages failed");
@@ -340,6 +344,8 @@ impl App {
         scheduler.abort();
         followers.abort();
         log_purge.abort();
+        update_timeouts.abort();
+        mail.abort();
         backups.abort();
         commands.abort();
         evaluator.abort();

@@ -113,6 +113,7 @@ pub struct Config {
     pub unit_log_entries_per_message: usize,
     pub unit_log_lines_per_minute: u32,
     pub unit_log_lines_kept: u64,
+    pub unit_update_timeout_seconds: u64,
     pub database_sqlite_synchronous: SqliteSync,
     pub http_max_connections: usize,
     pub http_max_connections_per_ip: usize,
@@ -143,6 +144,10 @@ pub struct Config {
     pub bundle_concurrency: usize,
     pub bundle_wait_seconds: u64,
     pub metrics_token: Option<Secret>,
+    pub smtp_url: Option<Secret>,
+    pub smtp_from: Option<String>,
+    pub mail_link_ttl_seconds: u64,
+    pub mail_requests_per_hour: u32,
     pub graphql_time_budget_ms: u64,
     pub backup_dir: Option<PathBuf>,
     pub backup_interval_seconds: u64,
@@ -200,6 +205,7 @@ impl Default for Config {
             unit_log_entries_per_message: 100,
             unit_log_lines_per_minute: 600,
             unit_log_lines_kept: 10_000,
+            unit_update_timeout_seconds: 1_800,
             database_sqlite_synchronous: SqliteSync::Full,
             http_max_connections: 10_000,
             http_max_connections_per_ip: 256,
@@ -226,6 +232,10 @@ impl Default for Config {
             bundle_concurrency: 4,
             bundle_wait_seconds: 30,
             metrics_token: None,
+            smtp_url: None,
+            smtp_from: None,
+            mail_link_ttl_seconds: 3_600,
+            mail_requests_per_hour: 5,
             graphql_time_budget_ms: 10_000,
             backup_dir: None,
             backup_interval_seconds: 86_400,
@@ -450,6 +460,11 @@ pub struct ConfigArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit_log_lines_kept: Option<u64>,
 
+    /// Seconds a unit has to report the target commit it was told to run before that update turns failed (rollout waves use their own timeout) [default: 1800]
+    #[arg(long, env = "PEPEUNIT_UNIT_UPDATE_TIMEOUT_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_update_timeout_seconds: Option<u64>,
+
     /// SQLite durability: `full` (an acknowledged publish survives a power cut) or `normal` (survives a crash of the server, faster) [default: full]
     #[arg(
         long,
@@ -577,6 +592,26 @@ pub struct ConfigArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<String>,
+
+    /// SMTP server for verification and password-reset mails: smtp://[user:password@]host[:port] (STARTTLS required), smtps://... (TLS), or smtp://...?tls=none for a local relay; without it no mail is sent [default: none]
+    #[arg(long, env = "PEPEUNIT_SMTP_URL", global = true, hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_url: Option<String>,
+
+    /// Sender address of the mails, e.g. "Pepeunit <noreply@example.com>"; required with smtp_url [default: none]
+    #[arg(long, env = "PEPEUNIT_SMTP_FROM", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_from: Option<String>,
+
+    /// Seconds an e-mail verification or password-reset link stays valid [default: 3600]
+    #[arg(long, env = "PEPEUNIT_MAIL_LINK_TTL_SECONDS", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mail_link_ttl_seconds: Option<u64>,
+
+    /// Most password-reset or verification mails requested per hour for one e-mail address, and (ten times that) from one client address [default: 5]
+    #[arg(long, env = "PEPEUNIT_MAIL_REQUESTS_PER_HOUR", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mail_requests_per_hour: Option<u32>,
 
     /// Longest a GraphQL query or mutation may run, in milliseconds, before it ends with TIMEOUT [default: 10000]
     #[arg(long, env = "PEPEUNIT_GRAPHQL_TIME_BUDGET_MS", global = true)]
@@ -805,6 +840,21 @@ impl Config {
         {
             return Err(ConfigError(
                 "backup_passphrase (PEPEUNIT_BACKUP_PASSPHRASE) is empty".into(),
+            ));
+        }
+        if self.unit_update_timeout_seconds == 0
+            || self.mail_link_ttl_seconds == 0
+            || self.mail_requests_per_hour == 0
+        {
+            return Err(ConfigError(
+                "unit_update_timeout_seconds, mail_link_ttl_seconds and mail_requests_per_hour must be positive"
+                    .into(),
+            ));
+        }
+        if self.smtp_url.is_some() != self.smtp_from.is_some() {
+            return Err(ConfigError(
+                "smtp_url (PEPEUNIT_SMTP_URL) and smtp_from (PEPEUNIT_SMTP_FROM) go together"
+                    .into(),
             ));
         }
         if self.unit_state_send_interval_seconds == 0 || self.unit_log_ttl_seconds == 0 {

@@ -44,6 +44,7 @@ const TABLES: &[&str] = &[
     "boards",
     "board_items",
     "api_tokens",
+    "mail_tokens",
 ];
 
 #[tokio::test]

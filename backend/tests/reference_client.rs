@@ -45,42 +45,13 @@ result['units'] = rest.get_units_by_nodes([output_topic.split('/')[1]])
 print(json.dumps(result))
 "#;
 
-fn run(command: &mut Command) -> String {
-    let output = command.output().expect("run");
-    assert!(
-        output.status.success(),
-        "{command:?}\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// A virtualenv with the reference client, installed once.
 fn venv() -> PathBuf {
-    let dir = std::env::var_os("PEPEUNIT_PYCLIENT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/pepeunit-pyclient-1.3.0")
-        });
-    let marker = dir.join("installed");
-    // nextest runs each test in its own process: the first one installs while the others wait on the lock.
-    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
-    let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
-    lock.lock().unwrap();
-    if !marker.exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
-        run(Command::new(dir.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            CLIENT,
-        ]));
-        std::fs::write(&marker, CLIENT).unwrap();
-    }
-    lock.unlock().unwrap();
-    dir
+    common::python::venv(
+        "PEPEUNIT_PYCLIENT_VENV",
+        "pepeunit-pyclient-1.3.0",
+        &[CLIENT],
+    )
 }
 
 fn read_json(path: &Path) -> Value {
@@ -131,11 +102,13 @@ async fn the_reference_client_talks_to_this_server() {
         let (device, downloads) = (device.path().to_owned(), downloads.path().to_owned());
         let topic = output["topic"].as_str().unwrap().to_owned();
         move || {
-            run(Command::new(python)
-                .arg(script)
-                .arg(device)
-                .arg(downloads)
-                .arg(topic))
+            common::python::run(
+                Command::new(python)
+                    .arg(script)
+                    .arg(device)
+                    .arg(downloads)
+                    .arg(topic),
+            )
         }
     })
     .await

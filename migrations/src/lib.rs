@@ -14,6 +14,7 @@ mod m20261128_000010_federation;
 mod m20261128_000020_alerts;
 mod m20261128_000030_alert_webhook_variables;
 mod m20261128_000031_federation_unit_blocks;
+mod m20261128_000040_mail;
 mod m20261128_000050_api_tokens;
 
 /// Runs the Pepeunit migrations in order.
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000020_alerts::Migration),
             Box::new(m20261128_000030_alert_webhook_variables::Migration),
             Box::new(m20261128_000031_federation_unit_blocks::Migration),
+            Box::new(m20261128_000040_mail::Migration),
             Box::new(m20261128_000050_api_tokens::Migration),
         ]
     }

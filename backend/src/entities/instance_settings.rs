@@ -13,6 +13,8 @@ pub struct Model {
     pub registration_open: bool,
     pub manual_verification: bool,
     pub federation_enabled: bool,
+    /// New accounts verify their e-mail address by a mailed link (needs `smtp_url`).
+    pub email_verification: bool,
     pub updated_at: DateTimeUtc,
 }
 

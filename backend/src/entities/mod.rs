@@ -16,6 +16,7 @@ pub mod federation_remote_outputs;
 pub mod federation_remote_units;
 pub mod federation_unit_blocks;
 pub mod instance_settings;
+pub mod mail_tokens;
 pub mod permissions;
 pub mod repo_units;
 pub mod rollouts;

@@ -5,6 +5,7 @@ mod api_tokens;
 mod boards;
 mod federation;
 mod live;
+mod mail;
 mod repo_units;
 mod settings;
 mod units;
@@ -45,6 +46,7 @@ pub struct MutationRoot(
     alerts::AlertMutation,
     boards::BoardMutation,
     api_tokens::ApiTokenMutation,
+    mail::MailMutation,
 );
 
 /// The schema type served at `/graphql`.

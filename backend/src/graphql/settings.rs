@@ -14,15 +14,21 @@ pub struct InstanceSettings {
     registration_open: bool,
     manual_verification: bool,
     federation_enabled: bool,
+    /// New accounts confirm their e-mail address by a mailed link before they may log in.
+    email_verification: bool,
+    /// Whether the instance can send mail (`smtp_url` is set): without it `emailVerification` cannot be on.
+    mail_enabled: bool,
     updated_at: DateTime<Utc>,
 }
 
-impl From<instance_settings::Model> for InstanceSettings {
-    fn from(row: instance_settings::Model) -> Self {
+impl InstanceSettings {
+    fn new(row: instance_settings::Model, services: &crate::services::Services) -> Self {
         Self {
             registration_open: row.registration_open,
             manual_verification: row.manual_verification,
             federation_enabled: row.federation_enabled,
+            email_verification: row.email_verification,
+            mail_enabled: services.mail().enabled(),
             updated_at: row.updated_at,
         }
     }
@@ -74,6 +80,8 @@ pub struct InstanceSettingsInput {
     registration_open: Option<bool>,
     manual_verification: Option<bool>,
     federation_enabled: Option<bool>,
+    /// Needs SMTP (`mailEnabled`).
+    email_verification: Option<bool>,
 }
 
 #[derive(Default)]
@@ -84,7 +92,10 @@ impl SettingsQuery {
     /// The instance settings; public, so a sign-up page knows whether registration is open.
     async fn instance_settings(&self, ctx: &Context<'_>) -> Result<InstanceSettings> {
         let services = services(ctx)?;
-        Ok(service::current(services.db()).await.gql()?.into())
+        Ok(InstanceSettings::new(
+            service::current(services.db()).await.gql()?,
+            services,
+        ))
     }
 
     /// The last scheduled backup (admins only); null when `backup_dir` is not set or none has run yet.
@@ -122,10 +133,11 @@ impl SettingsMutation {
             registration_open: input.registration_open,
             manual_verification: input.manual_verification,
             federation_enabled: input.federation_enabled,
+            email_verification: input.email_verification,
         };
-        Ok(service::update(services, &actor, change)
-            .await
-            .gql()?
-            .into())
+        Ok(InstanceSettings::new(
+            service::update(services, &actor, change).await.gql()?,
+            services,
+        ))
     }
 }

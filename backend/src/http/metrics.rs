@@ -62,6 +62,16 @@ impl Metrics {
             "Values no alert rule evaluated because the evaluator's queue was full",
             crate::services::alerts::OBSERVATIONS_DROPPED.clone(),
         );
+        registry.register(
+            "mails_dropped",
+            "Verification or password-reset mails dropped because the mail queue was full",
+            crate::services::mail::outbox::MAILS_DROPPED.clone(),
+        );
+        registry.register(
+            "mails_failed",
+            "Mails the SMTP server did not take after every retry",
+            crate::services::mail::outbox::MAILS_FAILED.clone(),
+        );
         Self {
             registry,
             requests,

@@ -114,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         .route(crate::telegram::WEBHOOK_PATH, post(telegram::receive))
         .merge(state.services.federation().router())
         .route("/", get(frontend::index))
+        .route("/verify", get(mail_link_page))
+        .route("/reset", get(mail_link_page))
         .fallback(frontend::file_or_not_found)
         .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn_with_state(
@@ -121,6 +123,12 @@ pub fn router(state: AppState) -> Router {
             metrics::track,
         ))
         .with_state(state)
+}
+
+/// The page a mailed link opens (`/verify?token=`, `/reset?token=`): it reads the token and calls
+/// `verifyEmail`, or asks for the new password and calls `resetPassword` (see `services::mail`).
+async fn mail_link_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../../assets/mail/link.html"))
 }
 
 /// The Content-Security-Policy of every response, unless a handler set its own. The web app is a wasm

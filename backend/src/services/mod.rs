@@ -7,6 +7,7 @@ pub mod api_tokens;
 pub mod boards;
 pub mod federation;
 pub mod login_throttle;
+pub mod mail;
 pub mod passwords;
 pub mod repo_sync;
 pub mod repo_units;
@@ -52,6 +53,7 @@ pub(crate) struct Inner {
     federation_host: Arc<federation::host::ServerHost>,
     federation_channels: std::sync::Mutex<Option<FederationChannels>>,
     alerts: alerts::Alerting,
+    mail: mail::Mail,
 }
 
 /// What the server's tasks read: values for the outbox, values from peers for the broker.
@@ -101,6 +103,8 @@ pub struct UnitSettings {
     pub log_lines_per_minute: u32,
     /// Most log lines kept per unit (`unit_log_lines_kept`).
     pub log_lines_kept: u64,
+    /// Seconds a unit has to report its new target commit before the update fails (`unit_update_timeout_seconds`).
+    pub update_timeout_seconds: u64,
 }
 
 impl Services {
@@ -146,6 +150,7 @@ impl Services {
                     log_entries_per_message: config.unit_log_entries_per_message,
                     log_lines_per_minute: config.unit_log_lines_per_minute,
                     log_lines_kept: config.unit_log_lines_kept,
+                    update_timeout_seconds: config.unit_update_timeout_seconds,
                 },
                 unit_events: units::events::UnitEvents::default(),
                 live: units::live::LiveFeed::default(),
@@ -166,6 +171,7 @@ impl Services {
                     remote_values,
                 })),
                 alerts: alerts::Alerting::new(config),
+                mail: mail::Mail::new(config)?,
             }),
         };
         federation_host.attach(Arc::downgrade(&services.inner));
@@ -199,6 +205,11 @@ impl Services {
     /// What the outbox reads followers and overflowed values from.
     pub(crate) fn federation_source(&self) -> Arc<dyn pepeunit_federation::outbox::Source> {
         self.inner.federation_host.clone()
+    }
+
+    /// Verification and password-reset mails.
+    pub fn mail(&self) -> &mail::Mail {
+        &self.inner.mail
     }
 
     pub fn db(&self) -> &DatabaseConnection {

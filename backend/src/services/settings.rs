@@ -1,4 +1,4 @@
-//! Instance-wide switches: open registration, manual verification, federation.
+//! Instance-wide switches: open registration, manual verification, verification by e-mail, federation.
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Set};
@@ -13,6 +13,7 @@ pub struct SettingsChange {
     pub registration_open: Option<bool>,
     pub manual_verification: Option<bool>,
     pub federation_enabled: Option<bool>,
+    pub email_verification: Option<bool>,
 }
 
 /// The current settings; the migration guarantees the row exists.
@@ -39,6 +40,15 @@ pub async fn update(
     }
     if let Some(v) = change.federation_enabled {
         row.federation_enabled = Set(v);
+    }
+    if let Some(v) = change.email_verification {
+        if v && !services.mail().enabled() {
+            return Err(Error::Validation(crate::domain::InvalidValue::new(
+                "emailVerification",
+                "needs SMTP (smtp_url in the configuration); without it admins verify accounts by hand",
+            )));
+        }
+        row.email_verification = Set(v);
     }
     row.updated_at = Set(Utc::now());
     Ok(row.update(services.db()).await?)

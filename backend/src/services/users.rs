@@ -44,12 +44,20 @@ pub async fn register(
             "registration is closed on this instance".into(),
         ));
     }
-    let status = if settings.manual_verification && !actor.is_admin() {
+    // With verification by e-mail the mailed link verifies the account; an admin still may by hand.
+    let by_mail = settings.email_verification && services.mail().enabled();
+    let status = if (settings.manual_verification || by_mail) && !actor.is_admin() {
         UserStatus::Unverified
     } else {
         UserStatus::Verified
     };
-    create(services, form, UserRole::User, status).await
+    let user = create(services, form, UserRole::User, status).await?;
+    if by_mail && status == UserStatus::Unverified {
+        services
+            .mail()
+            .push(crate::services::mail::outbox::Job::Verify { user: user.uuid });
+    }
+    Ok(user)
 }
 
 /// Creates an account with a given role; the CLI uses it for the first admin.

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 pub mod git;
 pub mod mqtt;
 pub mod process;
+pub mod python;
+pub mod smtp;
 pub mod telegram;
 pub mod units;
 use tokio::sync::oneshot;

@@ -17,6 +17,7 @@ pub mod live;
 pub mod nodes;
 pub mod rollouts;
 pub mod schema_json;
+pub mod update_timeouts;
 
 use chrono::Utc;
 use pepeunit_protocol::Visibility;

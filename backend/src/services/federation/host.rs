@@ -477,6 +477,12 @@ impl Host for ServerHost {
                 .push(sample);
         }
         let domain = services.units().endpoint.domain.clone();
+        // One transaction for the batch (one commit, not one per output: on SQLite each commit is a
+        // sync), and the values go to the broker once it is committed.
+        let txn = crate::db::begin_write(services.db())
+            .await
+            .map_err(internal)?;
+        let mut applied = Vec::new();
         for (mirror, mut samples) in by_mirror.into_values() {
             samples.sort_by_key(|s| s.sequence);
             let mut last = u64::try_from(mirror.last_sequence).unwrap_or(0);
@@ -498,8 +504,11 @@ impl Host for ServerHost {
             active.last_value_at = Set(Some(newest.time));
             active.last_sequence = Set(i64::try_from(newest.sequence).unwrap_or(i64::MAX));
             active.updated_at = Set(Utc::now());
-            active.update(services.db()).await.map_err(internal)?;
-            let topic = node_topic(&domain, mirror.uuid, &mirror.topic_name);
+            active.update(&txn).await.map_err(internal)?;
+            applied.push((node_topic(&domain, mirror.uuid, &mirror.topic_name), fresh));
+        }
+        txn.commit().await.map_err(internal)?;
+        for (topic, fresh) in applied {
             for sample in fresh {
                 if self
                     .values

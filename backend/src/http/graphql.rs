@@ -21,8 +21,6 @@ use serde_json::json;
 
 use super::AppState;
 use crate::graphql::RequestInfo;
-use crate::services::Actor;
-use crate::services::api_tokens::{self, Credential};
 
 pub async fn graphiql() -> Html<&'static str> {
     Html(include_str!("../../assets/graphiql/index.html"))
@@ -169,14 +167,9 @@ pub async fn execute(
             );
         }
     };
-    let (actor, credential) = match super::bearer(&headers) {
-        None => (Actor::Anonymous, Credential::Session),
-        Some(token) => match api_tokens::authenticate_bearer(&state.services, token).await {
-            Ok(authenticated) => authenticated,
-            Err(error) => {
-                return refusal(error.status(), error.code(), &error.public_message());
-            }
-        },
+    let (actor, credential) = match state.bearer_caller(&headers).await {
+        Ok(authenticated) => authenticated,
+        Err(error) => return refusal(error.status(), error.code(), &error.public_message()),
     };
     let client_ip = state.client_ip(peer, &headers);
     let request = request

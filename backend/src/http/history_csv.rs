@@ -3,9 +3,9 @@
 //! public variable's export). Export streams any size; import is all or nothing.
 
 use axum::Json;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -14,17 +14,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::error::{Error, Result, json_error};
-use crate::services::Actor;
-use crate::services::api_tokens::{self, Credential};
+use crate::error::{Error, Result};
 use crate::services::units::csv;
-
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Actor, Credential)> {
-    match super::bearer(headers) {
-        None => Ok((Actor::Anonymous, Credential::Session)),
-        Some(token) => api_tokens::authenticate_bearer(&state.services, token).await,
-    }
-}
 
 fn node(raw: &str) -> Result<Uuid> {
     raw.parse().map_err(|_| Error::NotFound("unit_node"))
@@ -42,7 +33,7 @@ pub async fn export(
     Query(range): Query<Range>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (actor, _) = caller(&state, &headers).await?;
+    let (actor, _) = state.bearer_caller(&headers).await?;
     let node = node(&uuid)?;
     let rows = csv::export(&state.services, &actor, node, range.from, range.to).await?;
     let body = Body::from_stream(rows.map_err(|error| {
@@ -68,22 +59,16 @@ pub async fn import(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let (actor, credential) = caller(&state, &headers).await?;
+    let (actor, credential) = state.bearer_caller(&headers).await?;
     if credential.read_only() {
         return Err(Error::Forbidden(
             "this API token is read-only: it cannot import".into(),
         ));
     }
     let node = node(&uuid)?;
-    let Ok(body) = to_bytes(body, state.max_body_bytes).await else {
-        return Ok(json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            &format!(
-                "the file is larger than {} bytes (max_body_bytes): split it",
-                state.max_body_bytes
-            ),
-        ));
+    let body = match state.read_body(body, "the file").await {
+        Ok(body) => body,
+        Err(too_large) => return Ok(too_large),
     };
     let imported = csv::import(&state.services, &actor, node, &body).await?;
     Ok(Json(json!({ "imported": imported })).into_response())

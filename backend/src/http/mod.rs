@@ -60,6 +60,47 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Who sends a request with `Authorization: Bearer` (a session or an API token); anonymous without it.
+    async fn bearer_caller(
+        &self,
+        headers: &HeaderMap,
+    ) -> crate::error::Result<(
+        crate::services::Actor,
+        crate::services::api_tokens::Credential,
+    )> {
+        match bearer(headers) {
+            None => Ok((
+                crate::services::Actor::Anonymous,
+                crate::services::api_tokens::Credential::Session,
+            )),
+            Some(token) => {
+                crate::services::api_tokens::authenticate_bearer(&self.services, token).await
+            }
+        }
+    }
+
+    /// The request body, at most `max_body_bytes`; past it, a 413 saying so of `what` ("the body").
+    async fn read_body(
+        &self,
+        body: axum::body::Body,
+        what: &str,
+    ) -> Result<axum::body::Bytes, axum::response::Response> {
+        axum::body::to_bytes(body, self.max_body_bytes)
+            .await
+            .map_err(|_| {
+                crate::error::json_error(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    &format!(
+                        "{what} is larger than {} bytes (max_body_bytes)",
+                        self.max_body_bytes
+                    ),
+                )
+            })
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` value.
 fn bearer_value(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;

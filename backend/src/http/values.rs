@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::Json;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::AppState;
 use crate::broker::posted::PostedValue;
 use crate::domain::InvalidValue;
-use crate::error::{Error, Result, json_error};
+use crate::error::{Error, Result};
 use crate::limits::TokenBucket;
 use crate::services::units::device::{self, DeviceCaller};
 use crate::services::units::nodes::{self, NodeKind};
@@ -149,15 +149,9 @@ pub async fn post(
             ));
         }
     }
-    let Ok(body) = to_bytes(body, state.max_body_bytes).await else {
-        return Ok(json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            &format!(
-                "the body is larger than {} bytes (max_body_bytes)",
-                state.max_body_bytes
-            ),
-        ));
+    let body = match state.read_body(body, "the body").await {
+        Ok(body) => body,
+        Err(too_large) => return Ok(too_large),
     };
     let posted = parse(&body, state.values.max_batch)?;
 

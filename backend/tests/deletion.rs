@@ -9,6 +9,8 @@ use common::{TestServer, code};
 use pepeunit_backend::entities::{
     permissions, repo_units, unit_logs, unit_node_edges, unit_node_values, unit_nodes, units, users,
 };
+use pepeunit_backend::services::units::events::UnitEvent;
+use pepeunit_backend::services::user_deletion::GHOST_UUID;
 use pepeunit_protocol::Visibility;
 use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, PaginatorTrait, Set};
 use serde_json::json;
@@ -161,18 +163,53 @@ async fn deleting_a_user_removes_everything_they_own_and_only_that() {
 }
 
 #[tokio::test]
-async fn deletion_is_refused_whole_while_others_build_on_the_users_repos() {
+async fn a_repo_unit_others_build_on_passes_to_the_ghost_and_the_plan_says_so_first() {
     let server = TestServer::start().await;
     let db = server.services.db();
     let (_, admin) = server.admin("root").await;
-    let (alice, _) = server.user("alice").await;
+    let (alice, alice_token) = server.user("alice").await;
     let (bob, _) = server.user("bob").await;
+    let (_, carol) = server.user("carol").await;
     let (alice, bob): (Uuid, Uuid) = (alice.parse().unwrap(), bob.parse().unwrap());
-    let alice_repo = repo(db, alice).await;
-    unit(db, alice, alice_repo, "alice-unit").await;
-    unit(db, bob, alice_repo, "bob-unit").await;
+    let shared_repo = repo(db, alice).await; // bob builds on it
+    let own_repo = repo(db, alice).await; // only alice's
+    let (_, _, alice_out) = unit(db, alice, shared_repo, "alice-sensor").await;
+    unit(db, alice, own_repo, "alice-lamp").await;
+    let (bob_unit, bob_in, _) = unit(db, bob, shared_repo, "bob-fan").await;
+    edge(db, bob, alice_out, bob_in).await; // bob's fan listens to alice's sensor
+    let plan_query = "query($u: ID!) { userDeletionPlan(uuid: $u) { user { login } unitCount \
+        units { name } repoUnitCount repoUnits { uuid } keptRepoUnits { uuid unitsOfOthers } \
+        linkCount affectedUnitCount } }";
     let before = counts(db).await;
 
+    // Nobody else may look at the plan; the user and admins may, and it changes nothing.
+    let (_, body) = server
+        .gql(plan_query, json!({ "u": alice }), Some(&carol))
+        .await;
+    assert_eq!(code(&body), "FORBIDDEN");
+    let (_, body) = server
+        .gql(plan_query, json!({ "u": alice }), Some(&alice_token))
+        .await;
+    let plan = &body["data"]["userDeletionPlan"];
+    assert_eq!(
+        *plan,
+        json!({
+            "user": { "login": "alice" },
+            "unitCount": 2,
+            "units": [{ "name": "alice-lamp" }, { "name": "alice-sensor" }],
+            "repoUnitCount": 1,
+            "repoUnits": [{ "uuid": own_repo.to_string() }],
+            "keptRepoUnits": [{ "uuid": shared_repo.to_string(), "unitsOfOthers": 1 }],
+            "linkCount": 1,
+            "affectedUnitCount": 1,
+        }),
+        "{body}"
+    );
+    assert_eq!(counts(db).await, before, "a plan changes nothing");
+
+    // The fan's unit is told its schema changed (it lost its input link); its device reads that as
+    // `schema_update`.
+    let mut events = server.services.unit_events().subscribe();
     let (_, body) = server
         .gql(
             "mutation($u: ID!) { deleteUser(uuid: $u) }",
@@ -180,12 +217,70 @@ async fn deletion_is_refused_whole_while_others_build_on_the_users_repos() {
             Some(&admin),
         )
         .await;
-    assert_eq!(code(&body), "CONFLICT");
+    assert_eq!(body["data"]["deleteUser"], true, "{body}");
+    let mut schema_changed = false;
+    while let Ok(event) = events.try_recv() {
+        schema_changed |= event == UnitEvent::SchemaChanged(bob_unit);
+    }
+    assert!(schema_changed, "bob's unit was sent schema_update");
+
+    // The shared repo_unit stays, now the ghost's; alice's own one and both her units are gone.
+    let kept = repo_units::Entity::find_by_id(shared_repo)
+        .one(db)
+        .await
+        .unwrap()
+        .expect("the repo_unit bob builds on stays");
+    assert_eq!(kept.creator_uuid, GHOST_UUID);
+    assert!(
+        repo_units::Entity::find_by_id(own_repo)
+            .one(db)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        units::Entity::find_by_id(bob_unit)
+            .one(db)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let (_, body) = server
+        .gql(
+            "query($u: ID!) { repoUnit(uuid: $u) { name } }",
+            json!({ "u": shared_repo }),
+            Some(&admin),
+        )
+        .await;
+    assert!(body["data"]["repoUnit"]["name"].is_string(), "{body}");
+    // Users: root, bob, carol and the ghost; units: bob's; the link went with alice's sensor.
+    let after = counts(db).await;
+    assert_eq!((after[0], after[1], after[2], after[4]), (4, 1, 1, 0));
+
+    // The ghost cannot log in, its name cannot be registered, and it cannot be deleted.
+    let (_, body) = server.login("ghost", common::PASSWORD).await;
+    assert_eq!(code(&body), "UNAUTHENTICATED");
+    let (_, body) = server
+        .gql(
+            "mutation { register(input: { login: \"Ghost\", email: \"g@example.com\", \
+             password: \"correct horse battery\" }) { uuid } }",
+            json!({}),
+            None,
+        )
+        .await;
     assert!(
         body["errors"][0]["message"]
             .as_str()
-            .unwrap()
-            .contains("1 unit(s) of other users")
+            .unwrap_or_default()
+            .contains("reserved"),
+        "{body}"
     );
-    assert_eq!(counts(db).await, before, "nothing half-deleted");
+    let (_, body) = server
+        .gql(
+            "mutation($u: ID!) { deleteUser(uuid: $u) }",
+            json!({ "u": GHOST_UUID }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(code(&body), "CONFLICT");
 }

@@ -187,6 +187,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 /// Decodes a packet from its first byte and body. `version` is the connection's, once CONNECT set it.
 pub fn decode(first: u8, body: &[u8], version: Version) -> Result<Packet, DecodeError> {
     let flags = first & 0x0f;
+    // MQTT 3.1.1 §2.2.2-2 / 5.0 §2.1.3: only PUBLISH carries flags of its own; every other packet has
+    // fixed ones, and anything else is malformed (as Mosquitto treats it).
+    let fixed_flags = match first >> 4 {
+        3 => flags,
+        6 | 8 | 10 => 0x02,
+        _ => 0,
+    };
+    if flags != fixed_flags {
+        return Err(DecodeError::Malformed("reserved flags"));
+    }
     let mut r = Reader { bytes: body };
     let packet = match first >> 4 {
         1 => Packet::Connect(decode_connect(&mut r)?),
@@ -218,9 +228,6 @@ pub fn decode(first: u8, body: &[u8], version: Version) -> Result<Packet, Decode
         6 => Packet::PubRel(r.u16()?),
         7 => Packet::PubComp(r.u16()?),
         8 | 10 => {
-            if flags != 0x02 {
-                return Err(DecodeError::Malformed("reserved flags"));
-            }
             let packet_id = nonzero_packet_id(&mut r)?;
             if version == Version::V5 {
                 r.skip_properties()?;
@@ -695,7 +702,9 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_packets_are_refused() {
-        let cases: [&[u8]; 8] = [
+        // The last four are accepted by rumqttc 0.25.1's `mqttbytes::v4` reader, which is why the broker
+        // keeps this codec (docs/src/broker.md, "The codec").
+        let cases: [&[u8]; 12] = [
             &[0x82, 3, 0, 1, 0],             // SUBSCRIBE with a truncated filter
             &[0x80, 5, 0, 1, 0, 1, b'a'], // SUBSCRIBE with wrong reserved flags (then truncated options)
             &[0x36, 4, 0, 1, b'a', 0],    // PUBLISH with QoS 3
@@ -704,6 +713,12 @@ mod tests {
             &[0x32, 5, 0, 1, b'a', 0, 0], // PUBLISH QoS 1 with packet id 0
             &[0x82, 6, 0, 0, 0, 1, b'a', 1], // SUBSCRIBE with packet id 0
             &[0x82, 6, 0, 1, 0, 1, b'a', 3], // SUBSCRIBE asking QoS 3
+            &[0x82, 6, 0, 0, 0, 1, b'a', 1], // SUBSCRIBE with packet id 0
+            &[
+                0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x03, 0, 60, 0, 1, b'c',
+            ], // reserved CONNECT flag
+            &[0xc1, 0],                   // PINGREQ with flags
+            &[0xe2, 0],                   // DISCONNECT with flags
         ];
         for bytes in cases {
             assert!(roundtrip(bytes, Version::V3).await.is_err(), "{bytes:?}");

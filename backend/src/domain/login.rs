@@ -6,6 +6,7 @@ use super::InvalidValue;
 
 /// 3 to 32 characters of ASCII letters, digits, `_`, `-` and `.`, starting with a letter or digit.
 /// Compared case-insensitively by storing it lower-cased, so `Alice` and `alice` are one account.
+/// `ghost` is reserved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login(String);
 
@@ -34,7 +35,12 @@ impl Login {
                 "must start with a letter or digit",
             ));
         }
-        Ok(Self(value.to_ascii_lowercase()))
+        let value = value.to_ascii_lowercase();
+        // The account that keeps deleted users' shared repo_units (services/user_deletion.rs).
+        if value == "ghost" {
+            return Err(InvalidValue::new("login", "is reserved"));
+        }
+        Ok(Self(value))
     }
 
     pub fn as_str(&self) -> &str {

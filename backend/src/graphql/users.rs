@@ -8,6 +8,7 @@ use crate::domain::{UserRole, UserStatus};
 use crate::entities::users as user_rows;
 use crate::error::GqlResult;
 use crate::graphql::{RequestInfo, actor, parse_uuid, services};
+use crate::services::user_deletion::{self as deletion, DeletionPlan, Named};
 use crate::services::users::{self as service, Registration, Session};
 
 /// A user of this instance.
@@ -114,6 +115,19 @@ impl UserQuery {
             .await
             .gql()?,
         ))
+    }
+
+    /// What deleting a user would remove and keep, changing nothing (the user themselves or an admin).
+    #[graphql(complexity = "super::list_cost(100, child_complexity, 7)")]
+    async fn user_deletion_plan(&self, ctx: &Context<'_>, uuid: ID) -> Result<UserDeletionPlan> {
+        let plan = deletion::plan(
+            services(ctx)?,
+            &actor(ctx),
+            UserId::from(parse_uuid(&uuid).gql()?),
+        )
+        .await
+        .gql()?;
+        Ok(plan.into())
     }
 
     /// All users, newest first (admins only). `limit` is capped at 100.
@@ -232,9 +246,11 @@ impl UserMutation {
         ))
     }
 
-    /// Deletes a user and everything they own (the user themselves or an admin).
+    /// Deletes a user and everything they own, as `userDeletionPlan` shows it (the user themselves or an
+    /// admin). Repo_units other users' units are built from pass to the `ghost` account instead.
+    #[graphql(complexity = "super::EXPENSIVE_MUTATION")]
     async fn delete_user(&self, ctx: &Context<'_>, uuid: ID) -> Result<bool> {
-        service::delete(
+        deletion::delete(
             services(ctx)?,
             &actor(ctx),
             UserId::from(parse_uuid(&uuid).gql()?),
@@ -242,5 +258,73 @@ impl UserMutation {
         .await
         .gql()?;
         Ok(true)
+    }
+}
+
+/// A node named in a deletion plan.
+#[derive(SimpleObject)]
+pub struct PlannedNode {
+    uuid: ID,
+    name: String,
+}
+
+impl From<Named> for PlannedNode {
+    fn from(named: Named) -> Self {
+        Self {
+            uuid: ID(named.uuid.to_string()),
+            name: named.name,
+        }
+    }
+}
+
+/// A repo_unit that stays when its creator is deleted, passing to the `ghost` account, because other
+/// users' units are built from it.
+#[derive(SimpleObject)]
+pub struct KeptRepoUnit {
+    uuid: ID,
+    name: String,
+    units_of_others: u64,
+}
+
+/// What deleting a user removes and keeps.
+#[derive(SimpleObject)]
+pub struct UserDeletionPlan {
+    user: User,
+    /// The user's units, deleted with their variables, history, logs and links.
+    unit_count: u64,
+    /// The first 100 of them by name.
+    units: Vec<PlannedNode>,
+    /// The user's repo_units that are deleted (no one else builds on them).
+    repo_unit_count: u64,
+    /// The first 100 of them by name.
+    repo_units: Vec<PlannedNode>,
+    /// The user's repo_units that stay, passing to the `ghost` account.
+    kept_repo_units: Vec<KeptRepoUnit>,
+    /// Links into or out of the deleted units, removed with them.
+    link_count: u64,
+    /// Other users' units that lose an input link and are sent `schema_update`.
+    affected_unit_count: u64,
+}
+
+impl From<DeletionPlan> for UserDeletionPlan {
+    fn from(plan: DeletionPlan) -> Self {
+        Self {
+            user: User::new(plan.user),
+            unit_count: plan.unit_count,
+            units: plan.units.into_iter().map(Into::into).collect(),
+            repo_unit_count: plan.repo_unit_count,
+            repo_units: plan.repo_units.into_iter().map(Into::into).collect(),
+            kept_repo_units: plan
+                .kept_repo_units
+                .into_iter()
+                .map(|kept| KeptRepoUnit {
+                    uuid: ID(kept.repo_unit.uuid.to_string()),
+                    name: kept.repo_unit.name,
+                    units_of_others: kept.units_of_others,
+                })
+                .collect(),
+            link_count: plan.link_count,
+            affected_unit_count: plan.affected_units.len() as u64,
+        }
     }
 }

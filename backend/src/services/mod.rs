@@ -15,6 +15,7 @@ pub mod session_cache;
 pub mod settings;
 pub mod tokens;
 pub mod units;
+pub mod user_deletion;
 pub mod users;
 
 use std::sync::Arc;

@@ -4,15 +4,14 @@ use std::net::IpAddr;
 
 use chrono::Utc;
 use pepeunit_protocol::UserId;
-use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
 use crate::domain::{Email, Login, Password, UserRole, UserStatus};
-use crate::entities::{repo_units, units, users};
+use crate::entities::users;
 use crate::error::{Error, Result};
 use crate::services::tokens::{TokenKind, TokenPair};
 use crate::services::{Actor, AuthUser, Services, settings};
@@ -300,14 +299,18 @@ pub async fn list(
         .await?)
 }
 
-async fn ensure_not_last_admin(services: &Services, user: &users::Model) -> Result<()> {
-    if user.role != UserRole::Admin {
+/// Refuses a change that would leave the instance without a verified admin.
+pub(crate) async fn ensure_not_last_admin(
+    db: &impl ConnectionTrait,
+    user: &users::Model,
+) -> Result<()> {
+    if user.role != UserRole::Admin || user.status != UserStatus::Verified {
         return Ok(());
     }
     let admins = users::Entity::find()
         .filter(users::Column::Role.eq(UserRole::Admin))
         .filter(users::Column::Status.eq(UserStatus::Verified))
-        .count(services.db())
+        .count(db)
         .await?;
     if admins <= 1 {
         return Err(Error::Conflict(
@@ -332,7 +335,7 @@ pub async fn set_status(
         return Err(Error::Conflict("an admin cannot block themselves".into()));
     }
     if status != UserStatus::Verified && user.status == UserStatus::Verified {
-        ensure_not_last_admin(services, &user).await?;
+        ensure_not_last_admin(services.db(), &user).await?;
     }
     let mut active = user.into_active_model();
     active.status = Set(status);
@@ -376,7 +379,7 @@ pub async fn set_role(
     actor.require_admin()?;
     let user = get_model(services, id).await?;
     if role != UserRole::Admin {
-        ensure_not_last_admin(services, &user).await?;
+        ensure_not_last_admin(services.db(), &user).await?;
     }
     let mut active = user.into_active_model();
     active.role = Set(role);
@@ -384,51 +387,4 @@ pub async fn set_role(
     let user = active.update(services.db()).await?;
     services.sessions().invalidate(user.uuid);
     Ok(user)
-}
-
-/// Deletes an account and everything it owns, in one transaction. The user themselves or an admin may.
-///
-/// Refused with `CONFLICT` while other users' units are built from this user's repo_units: deleting the
-/// repository would strand their devices.
-pub async fn delete(services: &Services, actor: &Actor, id: UserId) -> Result<()> {
-    let me = actor.require_user()?;
-    if me.id != id && !actor.is_admin() {
-        return Err(Error::Forbidden(
-            "only the user or an admin may delete an account".into(),
-        ));
-    }
-    let txn = crate::db::begin_write(services.db()).await?;
-    let user = users::Entity::find_by_id(id.as_uuid())
-        .one(&txn)
-        .await?
-        .ok_or(Error::NotFound("user"))?;
-    ensure_not_last_admin(services, &user).await?;
-    let foreign_units = units::Entity::find()
-        .filter(units::Column::CreatorUuid.ne(user.uuid))
-        .filter(
-            units::Column::RepoUnitUuid.in_subquery(
-                sea_orm::sea_query::Query::select()
-                    .column(repo_units::Column::Uuid)
-                    .from(repo_units::Entity)
-                    .and_where(Expr::col(repo_units::Column::CreatorUuid).eq(user.uuid))
-                    .to_owned(),
-            ),
-        )
-        .count(&txn)
-        .await?;
-    if foreign_units > 0 {
-        return Err(Error::Conflict(format!(
-            "{foreign_units} unit(s) of other users are built from this user's repo_units; they must go first"
-        )));
-    }
-    // The user's own units go first: they hold their repo_units with RESTRICT.
-    units::Entity::delete_many()
-        .filter(units::Column::CreatorUuid.eq(user.uuid))
-        .exec(&txn)
-        .await?;
-    users::Entity::delete_by_id(user.uuid).exec(&txn).await?;
-    txn.commit().await?;
-    services.sessions().invalidate(user.uuid);
-    tracing::info!(user = %user.uuid, by = %me.id, "user deleted");
-    Ok(())
 }

@@ -123,6 +123,13 @@ pub const SET_USER_ROLE: &str = "mutation SetUserRole($uuid: ID!, $role: UserRol
 
 pub const DELETE_USER: &str = "mutation DeleteUser($uuid: ID!) { deleteUser(uuid: $uuid) }";
 
+/// What deleting a user removes and keeps, shown before the admin confirms.
+pub const USER_DELETION_PLAN: &str = "query UserDeletionPlan($uuid: ID!) {
+  userDeletionPlan(uuid: $uuid) {
+    unitCount repoUnitCount linkCount affectedUnitCount keptRepoUnits { name unitsOfOthers }
+  }
+}";
+
 pub const UPDATE_INSTANCE_SETTINGS: &str =
     "mutation UpdateSettings($input: InstanceSettingsInput!) {
   updateInstanceSettings(input: $input) { registrationOpen }

@@ -1,10 +1,11 @@
-//! One user in the admin panel: role and status change as they are picked; deleting asks once more.
+//! One user in the admin panel: role and status change as they are picked; deleting first shows what it
+//! removes and keeps (`userDeletionPlan`), then asks once more.
 
 use dioxus::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::queries;
+use crate::api::{gql, queries};
 use crate::app::{Store, act};
 
 /// A user as the admin query returns it.
@@ -15,6 +16,46 @@ pub struct AdminUser {
     pub email: Option<String>,
     pub role: String,
     pub status: String,
+}
+
+/// What deleting a user would do, from `userDeletionPlan`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct DeletionPlan {
+    unit_count: u64,
+    repo_unit_count: u64,
+    link_count: u64,
+    affected_unit_count: u64,
+    kept_repo_units: Vec<KeptRepoUnit>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct KeptRepoUnit {
+    name: String,
+    units_of_others: u64,
+}
+
+impl DeletionPlan {
+    fn summary(&self) -> String {
+        let mut text = format!(
+            "Deletes {} unit(s), {} repo_unit(s) and {} link(s).",
+            self.unit_count, self.repo_unit_count, self.link_count
+        );
+        if self.affected_unit_count > 0 {
+            text.push_str(&format!(
+                " {} unit(s) of other users lose an input link.",
+                self.affected_unit_count
+            ));
+        }
+        for kept in &self.kept_repo_units {
+            text.push_str(&format!(
+                " Keeps \"{}\" for the {} unit(s) of others built from it; it passes to the ghost account.",
+                kept.name, kept.units_of_others
+            ));
+        }
+        text
+    }
 }
 
 const ROLES: [(&str, &str); 2] = [("USER", "User"), ("ADMIN", "Admin")];
@@ -43,7 +84,7 @@ fn run(
 #[component]
 pub fn UserRow(user: AdminUser, changed: EventHandler<()>) -> Element {
     let store = use_context::<Store>();
-    let mut confirm_delete = use_signal(|| false);
+    let mut plan = use_signal(|| None::<DeletionPlan>);
     let role_id = format!("role-{}", user.login);
     let status_id = format!("status-{}", user.login);
     let email = user.email.clone().unwrap_or_default();
@@ -77,8 +118,19 @@ pub fn UserRow(user: AdminUser, changed: EventHandler<()>) -> Element {
     let delete = {
         let uuid = user.uuid.clone();
         move |_| {
-            if !confirm_delete() {
-                confirm_delete.set(true);
+            let uuid = uuid.clone();
+            if plan().is_none() {
+                spawn(async move {
+                    match gql(queries::USER_DELETION_PLAN, json!({ "uuid": uuid })).await {
+                        Ok(data) => match serde_json::from_value::<DeletionPlan>(
+                            data["userDeletionPlan"].clone(),
+                        ) {
+                            Ok(loaded) => plan.set(Some(loaded)),
+                            Err(error) => store.say(format!("Unexpected answer: {error}")),
+                        },
+                        Err(error) => store.say(error.message),
+                    }
+                });
                 return;
             }
             let variables = json!({ "uuid": uuid });
@@ -111,8 +163,11 @@ pub fn UserRow(user: AdminUser, changed: EventHandler<()>) -> Element {
                     option { value: v, selected: user.status == v, "{l}" }
                 }
             }
+            if let Some(plan) = plan() {
+                p { class: "deletion-plan", role: "status", "{plan.summary()}" }
+            }
             button { r#type: "button", class: "danger", onclick: delete,
-                if confirm_delete() { "Really delete?" } else { "Delete" }
+                if plan().is_some() { "Really delete?" } else { "Delete" }
             }
         }
     }

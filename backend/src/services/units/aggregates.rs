@@ -586,3 +586,39 @@ async fn delete_before(
     delete.exec(db).await?;
     Ok(bound.is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_two_heaps_give_the_exact_median(values in prop::collection::vec(-1.0e6f64..1.0e6, 1..300)) {
+            let mut window = OpenWindow::new(0);
+            for value in &values {
+                window.add(*value);
+            }
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len();
+            let median = if n % 2 == 1 {
+                sorted[n / 2]
+            } else {
+                (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+            };
+            prop_assert_eq!(window.median(), median);
+            prop_assert_eq!(window.count, n as i64);
+            prop_assert_eq!(window.min, sorted[0]);
+            prop_assert_eq!(window.max, sorted[n - 1]);
+        }
+    }
+
+    #[test]
+    fn windows_start_at_multiples_of_their_length_before_the_epoch_too() {
+        let at = |s| DateTime::from_timestamp(s, 0).unwrap_or_default();
+        assert_eq!(window_start(at(119), 60), 60);
+        assert_eq!(window_start(at(120), 60), 120);
+        assert_eq!(window_start(at(-1), 60), -60);
+    }
+}

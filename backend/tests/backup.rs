@@ -606,7 +606,7 @@ async fn scheduled_backups_rotate_and_admins_see_the_last_one() {
 
 /// Rewrites a backup as a Pepeunit at the second migration would have written it: no tables of later
 /// migrations, none of the columns later migrations added (`units.repo_tag`,
-/// `instance_settings.email_verification`), the manifest's checksums to match.
+/// `instance_settings.email_verification`, `unit_nodes.processing`), the manifest's checksums to match.
 fn as_older_version(from: &Path, to: &Path, migration: &str) {
     use sha2::Digest;
     use std::io::Read;
@@ -648,6 +648,7 @@ fn as_older_version(from: &Path, to: &Path, migration: &str) {
     let later_columns = [
         ("database/units.jsonl", "repo_tag"),
         ("database/instance_settings.jsonl", "email_verification"),
+        ("database/unit_nodes.jsonl", "processing"),
     ];
     for (name, _, data) in &mut members {
         for (file, column) in later_columns {

@@ -43,6 +43,7 @@ async fn unit(
             history_window_seconds: Set(None),
             last_value: Set(Some("1".into())),
             last_value_at: Set(Some(now)),
+            processing: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
         }

@@ -45,6 +45,9 @@ const TABLES: &[&str] = &[
     "board_items",
     "api_tokens",
     "mail_tokens",
+    "unit_node_aggregates",
+    "unit_node_window_samples",
+    "unit_node_rejections",
 ];
 
 #[tokio::test]

@@ -110,7 +110,7 @@ async fn posted_values_are_committed_kept_with_their_time_and_reach_linked_input
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, json!({ "stored": 3 }));
+    assert_eq!(body, json!({ "stored": 3, "filtered": 0 }));
     // A 2xx means committed: readable at once.
     assert_eq!(
         last_value(&fx, &sensor.node(OUTPUT)).await,

@@ -22,6 +22,9 @@
 //! rules are active on the published variables during fan-in, and a probe measures alert latency (value
 //! PUBACK → `sendMessage` at a Bot API stub): see [`alerts`].
 //!
+//! A target's `[PEPEUNIT_BENCH_PROCESSING=1]` gives every publisher's output a direct log and three
+//! aggregate windows first (see [`target::PROCESSING`]), to compare fan-in with processing and without.
+//!
 //! Settings (environment): see `Settings::from_env` and docs/src/benchmarks.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -173,10 +173,12 @@ async fn start_pepeunit(
         .find(|(k, _)| k == alerts::SETTING)
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(alert_rules);
+    // As is `[PEPEUNIT_BENCH_PROCESSING=1]`.
+    let processing = spec.env.iter().any(|(k, v)| k == PROCESSING && v != "0");
     let mut env: Vec<(String, String)> = spec
         .env
         .iter()
-        .filter(|(k, _)| k != alerts::SETTING)
+        .filter(|(k, _)| k != alerts::SETTING && k != PROCESSING)
         .cloned()
         .collect();
     let stub = if rules > 0 {
@@ -209,11 +211,47 @@ async fn start_pepeunit(
         process: Process::Pepeunit(server),
     };
     let outputs = provision(&mut broker, publishers).await;
+    if processing {
+        provision_processing(&broker, &outputs).await;
+    }
     if let Some(stub) = stub {
         let probe = provision_alerts(&broker, &stub, &outputs, rules).await;
         broker.alerts = Some((stub, probe));
     }
     broker
+}
+
+/// A target's setting (taken by the bench, not passed to the server): every publisher's output keeps a
+/// direct log (its last 1,000 values) and three aggregate series (1 minute, 1 hour, 1 day).
+pub const PROCESSING: &str = "PEPEUNIT_BENCH_PROCESSING";
+
+/// Gives every output of `outputs` the processing of [`PROCESSING`].
+async fn provision_processing(broker: &Broker, outputs: &[String]) {
+    let Process::Pepeunit(server) = &broker.process else {
+        unreachable!("processing is set on Pepeunit only");
+    };
+    let api = Arc::new(server.admin().await);
+    let gate = Arc::new(Semaphore::new(4));
+    let mut tasks = Vec::new();
+    for output in outputs {
+        let (api, gate, output) = (api.clone(), gate.clone(), output.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.unwrap();
+            api.gql(
+                "mutation($n: ID!) { updateUnitNode(uuid: $n, input: { historyKind: LAST_N, historyLimit: 1000,
+                    processing: { windows: [{ seconds: 60 }, { seconds: 3600 }, { seconds: 86400 }] } }) { uuid } }",
+                serde_json::json!({ "n": output }),
+            )
+            .await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    eprintln!(
+        "  gave {} outputs a direct log and 3 aggregate windows",
+        outputs.len()
+    );
 }
 
 /// Links the admin's chat to the bot and creates `rules` rules: the probe unit's `ABOVE` threshold, the

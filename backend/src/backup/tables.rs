@@ -25,7 +25,8 @@ use crate::entities::{
     board_items, boards, federation_followers, federation_keys, federation_peers,
     federation_remote_links, federation_remote_outputs, federation_remote_units,
     federation_unit_blocks, instance_settings, permissions, repo_units, rollouts, unit_logs,
-    unit_node_edges, unit_node_values, unit_nodes, units, update_attempts, users,
+    unit_node_aggregates, unit_node_edges, unit_node_rejections, unit_node_values,
+    unit_node_window_samples, unit_nodes, units, update_attempts, users,
 };
 
 /// Rows inserted per statement: well under SQLite's and PostgreSQL's bound-parameter limits for the widest
@@ -47,6 +48,9 @@ pub const TABLES: &[&str] = &[
     "update_attempts",
     "unit_logs",
     "unit_node_values",
+    "unit_node_aggregates",
+    "unit_node_window_samples",
+    "unit_node_rejections",
     "federation_keys",
     "federation_peers",
     "federation_followers",
@@ -69,6 +73,7 @@ const SERIAL_TABLES: &[&str] = &[
     "update_attempts",
     "unit_logs",
     "unit_node_values",
+    "unit_node_window_samples",
     "alert_deliveries",
     "board_items",
 ];
@@ -126,6 +131,18 @@ macro_rules! with_entity {
             }
             "unit_node_values" => {
                 type $e = unit_node_values::Entity;
+                $body
+            }
+            "unit_node_aggregates" => {
+                type $e = unit_node_aggregates::Entity;
+                $body
+            }
+            "unit_node_window_samples" => {
+                type $e = unit_node_window_samples::Entity;
+                $body
+            }
+            "unit_node_rejections" => {
+                type $e = unit_node_rejections::Entity;
                 $body
             }
             "api_tokens" => {

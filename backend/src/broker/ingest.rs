@@ -7,8 +7,11 @@
 //! Fairness: each unit has its own queue with a byte budget (`ingest_unit_backlog_bytes`). A unit over its
 //! budget waits in [`Ingestor::submit`], which stalls only that unit's connection; the writer fills each
 //! batch round-robin, a few publishes per unit per turn, so one unit's backlog never delays another's
-//! commit. Within a batch the last values are one statement, the history one insert per 2,000 rows;
-//! trimming history and logs to their limits runs beside it in bounded steps ([`run_trims`]).
+//! commit. Within a batch each value first goes through its output's processing filters (settings read with
+//! the node rows the batch loads anyway, parsed once per change); the last values are one statement, the
+//! history one insert per 2,000 rows, the aggregates of the numeric ones one upsert and their window
+//! samples one insert ([`aggregates::Aggregator`]). Trimming history, aggregates and logs to their limits
+//! runs beside it in bounded steps ([`run_trims`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -26,11 +29,17 @@ use sea_orm::{
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
-use crate::entities::{unit_node_values, unit_nodes};
+use crate::entities::{
+    unit_node_aggregates, unit_node_values, unit_node_window_samples, unit_nodes,
+};
 use crate::error::Result;
+use crate::services::units::aggregates::{self, Aggregator, NodeSamples};
 use crate::services::units::data;
 use crate::services::units::live::LiveEvent;
 use crate::services::units::nodes::HistoryPolicy;
+use crate::services::units::processing::{
+    self, FilterState, Processing, REJECTED, Reason, ReasonLabels,
+};
 use crate::services::{Services, UnitSettings};
 
 use super::acl::Sink;
@@ -47,6 +56,8 @@ const ITEM_OVERHEAD: usize = 256;
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// Most trim statements in one round: the rest waits for the next, so ingestion always gets the lock.
 const TRIMS_PER_ROUND: usize = 200;
+/// Trim rounds between sweeps over every processed node (for retention by age): ten minutes.
+const SWEEP_EVERY: u64 = 600;
 /// Rows a statement may bind: SQLite allows 32,766 variables, PostgreSQL 65,535.
 const VARIABLES: usize = 30_000;
 /// A limit is logged at most once per this interval (it is counted every time).
@@ -61,10 +72,22 @@ pub struct Item {
     pub at: DateTime<Utc>,
 }
 
+/// What became of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed: acknowledge it and route it.
+    Stored,
+    /// Received but turned away by its output's processing filters (and counted): acknowledge it, do not
+    /// route it.
+    Filtered,
+    /// Not stored (a database failure, or too large): no acknowledgement, the unit sends it again.
+    Failed,
+}
+
 /// A queued publish, its answer, and the share of its unit's budget it holds until answered.
 struct Job {
     item: Item,
-    done: oneshot::Sender<bool>,
+    done: oneshot::Sender<Outcome>,
     _budget: OwnedSemaphorePermit,
 }
 
@@ -162,15 +185,16 @@ impl Ingestor {
             || item.payload.len() <= self.shared.settings.value_max_bytes
     }
 
-    /// Queues `item` and returns what answers `true` once it is committed, `false` if it could not be
-    /// stored (the unit gets no acknowledgement). Waits while the unit's queue is over its budget, which
-    /// holds back that unit's connection only.
-    pub async fn submit(&self, item: Item) -> oneshot::Receiver<bool> {
+    /// Queues `item` and returns what answers once the batch holding it is committed: [`Outcome::Stored`],
+    /// [`Outcome::Filtered`] by its output's processing, or [`Outcome::Failed`] if it could not be stored
+    /// (the unit gets no acknowledgement). Waits while the unit's queue is over its budget, which holds
+    /// back that unit's connection only.
+    pub async fn submit(&self, item: Item) -> oneshot::Receiver<Outcome> {
         let (done, committed) = oneshot::channel();
         let settings = &self.shared.settings;
         if !self.fits(&item) {
             self.shared.hit("value_size", item.unit, 1);
-            let _ = done.send(false);
+            let _ = done.send(Outcome::Failed);
             return committed;
         }
         let budget = settings.backlog_bytes.max(1);
@@ -259,11 +283,49 @@ fn next_batch(shared: &Shared, batch: &mut Vec<Job>) {
     }
 }
 
-/// Nodes and units whose history or logs may be over their limits.
+/// Nodes and units whose history, aggregates or logs may be over their limits.
 #[derive(Default)]
 struct Dirty {
     nodes: HashSet<Uuid>,
+    /// Nodes where an aggregate window opened: a series grew, or a closed window's samples may go.
+    processed: HashSet<Uuid>,
     logs: HashSet<Uuid>,
+}
+
+/// What the writer keeps of processing between batches: the rate buckets, the open windows, and each
+/// node's parsed settings (parsed again only when the node's column changed).
+#[derive(Default)]
+struct Processor {
+    filters: FilterState,
+    aggregator: Aggregator,
+    parsed: HashMap<Uuid, (String, Arc<Processing>)>,
+}
+
+impl Processor {
+    fn settings(&mut self, node: &unit_nodes::Model) -> Option<Arc<Processing>> {
+        let Some(text) = node.processing.as_deref() else {
+            self.parsed.remove(&node.uuid);
+            return None;
+        };
+        if let Some((known, parsed)) = self.parsed.get(&node.uuid)
+            && known == text
+        {
+            return Some(parsed.clone());
+        }
+        let parsed = Arc::new(Processing::of(node)?);
+        self.parsed
+            .insert(node.uuid, (text.to_owned(), parsed.clone()));
+        Some(parsed)
+    }
+}
+
+/// One value of a batch: which job it came from, its text and time.
+struct Sample {
+    job: usize,
+    unit: Uuid,
+    text: String,
+    utf8: bool,
+    at: DateTime<Utc>,
 }
 
 /// A unit's log lines in the current minute.
@@ -282,6 +344,9 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, 
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
     let mut live = Vec::new();
     let mut windows: HashMap<Uuid, LogWindow> = HashMap::new();
+    let mut processor = Processor::default();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(BATCH);
+    let mut rounds = 0u64;
     loop {
         next_batch(&shared, &mut batch);
         if batch.is_empty() {
@@ -293,14 +358,20 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, 
         let turn = gate.lock().await;
         let mut attempts = 0u64;
         let ok = loop {
+            outcomes.clear();
+            outcomes.resize(batch.len(), Outcome::Stored);
             let written = write(
                 services.db(),
                 &shared,
                 log_ttl,
                 &batch,
-                watched.then_some(&mut live),
-                &mut windows,
-                &mut touched,
+                Writer {
+                    live: watched.then_some(&mut live),
+                    windows: &mut windows,
+                    touched: &mut touched,
+                    processor: &mut processor,
+                    outcomes: &mut outcomes,
+                },
             )
             .await;
             match written {
@@ -327,9 +398,13 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, 
         };
         drop(turn);
         // Connections first: they are waiting on this commit. Then federation, which never waits.
-        for job in batch.drain(..) {
-            let _ = job.done.send(ok);
-            if ok {
+        for (index, job) in batch.drain(..).enumerate() {
+            let outcome = match outcomes.get(index) {
+                Some(outcome) if ok => *outcome,
+                _ => Outcome::Failed,
+            };
+            let _ = job.done.send(outcome);
+            if outcome == Outcome::Stored {
                 // Alerting and federation never hold ingestion up: a value no rule or peer watches is
                 // skipped at a hash look-up, a watched one is queued without waiting.
                 let alerts = services.alerts();
@@ -356,42 +431,70 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, 
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             dirty.nodes.extend(touched.nodes);
+            dirty.processed.extend(touched.processed);
             dirty.logs.extend(touched.logs);
         }
         let minute = Duration::from_secs(60);
         windows.retain(|_, window| window.since.elapsed() < minute);
+        rounds += 1;
+        if rounds.is_multiple_of(1024) {
+            processor.aggregator.forget_idle();
+            processor.filters.forget_idle(Duration::from_secs(u64::from(
+                processing::RATE_PERIOD_MAX_SECONDS,
+            )));
+            // Settings of nodes that went are not kept for ever; the rest are parsed again once.
+            processor.parsed.clear();
+        }
     }
 }
 
-/// Writes one batch; fills `live` (when someone watches) with what to announce once it is committed and
-/// `touched` with the nodes and units that got history or logs.
+/// What one batch's write fills in or keeps between batches.
+struct Writer<'a> {
+    /// When someone watches: what to announce once the batch is committed.
+    live: Option<&'a mut Vec<LiveEvent>>,
+    windows: &'a mut HashMap<Uuid, LogWindow>,
+    /// The nodes and units that got history, aggregates or logs.
+    touched: &'a mut Dirty,
+    processor: &'a mut Processor,
+    /// Each job's outcome, by its index in the batch (all [`Outcome::Stored`] on entry).
+    outcomes: &'a mut Vec<Outcome>,
+}
+
+/// Writes one batch in one transaction. If it does not commit, what processing changed in memory for it
+/// is put back, so writing it again counts and aggregates it once.
 async fn write(
     db: &DatabaseConnection,
     shared: &Shared,
     log_ttl: Duration,
     batch: &[Job],
-    mut live: Option<&mut Vec<LiveEvent>>,
-    windows: &mut HashMap<Uuid, LogWindow>,
-    touched: &mut Dirty,
+    writer: Writer<'_>,
 ) -> Result<()> {
+    let Writer {
+        mut live,
+        windows,
+        touched,
+        processor,
+        outcomes,
+    } = writer;
     let settings = &shared.settings;
     let txn = crate::db::begin_write(db).await?;
     // Values, grouped by node, in arrival order.
-    let mut values: HashMap<Uuid, Vec<(String, DateTime<Utc>)>> = HashMap::new();
-    for Job { item, .. } in batch {
+    let mut values: HashMap<Uuid, Vec<Sample>> = HashMap::new();
+    for (job, Job { item, .. }) in batch.iter().enumerate() {
         match item.sink {
             Sink::Value(node) => {
                 // Values are text in the API; bytes that are not UTF-8 are replaced, not refused.
-                let text = String::from_utf8_lossy(&item.payload).into_owned();
-                if let Some(live) = live.as_deref_mut() {
-                    live.push(LiveEvent::Value {
-                        unit: item.unit,
-                        node,
-                        value: text.clone(),
-                        at: item.at,
-                    });
-                }
-                values.entry(node).or_default().push((text, item.at));
+                let (text, utf8) = match std::str::from_utf8(&item.payload) {
+                    Ok(text) => (text.to_owned(), true),
+                    Err(_) => (String::from_utf8_lossy(&item.payload).into_owned(), false),
+                };
+                values.entry(node).or_default().push(Sample {
+                    job,
+                    unit: item.unit,
+                    text,
+                    utf8,
+                    at: item.at,
+                });
             }
             Sink::State => match data::record_state(&txn, item.unit, &item.payload).await {
                 Ok(()) => {
@@ -441,38 +544,142 @@ async fn write(
             }
         }
     }
+    let mut rejected = HashMap::new();
     if !values.is_empty() {
-        write_values(&txn, values, touched).await?;
+        let nodes: HashSet<Uuid> = values.keys().copied().collect();
+        let buckets = processor.filters.snapshot(nodes.iter().copied());
+        let written = write_values(
+            &txn,
+            values,
+            processor,
+            ValuesOut {
+                live,
+                touched,
+                outcomes,
+                rejected: &mut rejected,
+            },
+        )
+        .await;
+        let committed = match written {
+            Ok(()) => txn.commit().await.map_err(Into::into),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = committed {
+            processor.filters.restore(buckets);
+            processor.aggregator.forget(&nodes);
+            return Err(error);
+        }
+    } else {
+        txn.commit().await?;
     }
-    txn.commit().await?;
+    for ((_, reason), count) in rejected {
+        REJECTED
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc_by(u64::try_from(count).unwrap_or(0));
+    }
     Ok(())
 }
 
-/// Stores the batch's values: every node's last value in one `UPDATE … FROM (VALUES …)` (SQLite ≥ 3.33
-/// and PostgreSQL), the history in multi-row inserts.
+/// What [`write_values`] fills in.
+struct ValuesOut<'a, 'b> {
+    live: Option<&'b mut Vec<LiveEvent>>,
+    touched: &'a mut Dirty,
+    outcomes: &'a mut Vec<Outcome>,
+    rejected: &'a mut HashMap<(Uuid, Reason), i64>,
+}
+
+/// Stores the batch's values: each through its output's filters, then every node's last value in one
+/// `UPDATE … FROM (VALUES …)` (SQLite ≥ 3.33 and PostgreSQL), the history in multi-row inserts, the
+/// aggregates of the numeric ones (one upsert), and the counts of what was turned away (one upsert).
 async fn write_values(
     txn: &impl ConnectionTrait,
-    values: HashMap<Uuid, Vec<(String, DateTime<Utc>)>>,
-    touched: &mut Dirty,
+    values: HashMap<Uuid, Vec<Sample>>,
+    processor: &mut Processor,
+    out: ValuesOut<'_, '_>,
 ) -> Result<()> {
-    let mut policies = HashMap::new();
+    let ValuesOut {
+        mut live,
+        touched,
+        outcomes,
+        rejected,
+    } = out;
+    let mut rows = HashMap::new();
     let uuids: Vec<Uuid> = values.keys().copied().collect();
     for chunk in uuids.chunks(VARIABLES) {
         let nodes = unit_nodes::Entity::find()
             .filter(unit_nodes::Column::Uuid.is_in(chunk.iter().copied()))
             .all(txn)
             .await?;
-        policies.extend(nodes.iter().map(|n| (n.uuid, HistoryPolicy::of(n))));
+        rows.extend(nodes.into_iter().map(|n| (n.uuid, n)));
     }
-    let mut last = Vec::with_capacity(policies.len());
+    let now = Instant::now();
+    let mut last = Vec::with_capacity(rows.len());
     let mut history = Vec::new();
+    let mut settings = Vec::new();
+    let mut numeric = Vec::new();
     for (node, list) in values {
-        let Some(&policy) = policies.get(&node) else {
+        let Some(row) = rows.get(&node) else {
             // The node went while its value waited.
             continue;
         };
-        if let Some((value, at)) = list.last() {
-            last.push((node, value.clone(), *at));
+        let policy = HistoryPolicy::of(row);
+        let processing = processor.settings(row);
+        let list: Vec<Sample> = match &processing {
+            None => list,
+            Some(processing) => {
+                let mut previous = row.last_value.clone();
+                let mut kept = Vec::with_capacity(list.len());
+                for sample in list {
+                    let checked = processor.filters.check(
+                        node,
+                        processing,
+                        &sample.text,
+                        sample.utf8,
+                        previous.as_deref(),
+                        now,
+                    );
+                    match checked {
+                        Ok(()) => {
+                            previous = Some(sample.text.clone());
+                            kept.push(sample);
+                        }
+                        Err(reason) => {
+                            *rejected.entry((node, reason)).or_default() += 1;
+                            if let Some(outcome) = outcomes.get_mut(sample.job) {
+                                *outcome = Outcome::Filtered;
+                            }
+                        }
+                    }
+                }
+                kept
+            }
+        };
+        let Some(newest) = list.last() else {
+            continue;
+        };
+        last.push((node, newest.text.clone(), newest.at));
+        if let Some(processing) = processing.filter(|p| !p.windows.is_empty()) {
+            let mut samples = Vec::with_capacity(list.len());
+            for sample in &list {
+                match processing::number(&sample.text) {
+                    Some(value) => samples.push((sample.at, value)),
+                    None => *rejected.entry((node, Reason::NotNumeric)).or_default() += 1,
+                }
+            }
+            if !samples.is_empty() {
+                numeric.push((node, samples));
+                settings.push(processing);
+            }
+        }
+        if let Some(live) = live.as_deref_mut() {
+            live.extend(list.iter().map(|sample| LiveEvent::Value {
+                unit: sample.unit,
+                node,
+                value: sample.text.clone(),
+                at: sample.at,
+            }));
         }
         if policy == HistoryPolicy::LastValue {
             continue;
@@ -480,10 +687,10 @@ async fn write_values(
         touched.nodes.insert(node);
         history.extend(
             list.into_iter()
-                .map(|(value, at)| unit_node_values::ActiveModel {
+                .map(|sample| unit_node_values::ActiveModel {
                     unit_node_uuid: Set(node),
-                    value: Set(value),
-                    created_at: Set(at),
+                    value: Set(sample.text),
+                    created_at: Set(sample.at),
                     ..Default::default()
                 }),
         );
@@ -521,24 +728,88 @@ async fn write_values(
             .exec(txn)
             .await?;
     }
+    if !numeric.is_empty() {
+        let batch = numeric
+            .into_iter()
+            .zip(&settings)
+            .map(|((node, samples), processing)| NodeSamples {
+                node,
+                windows: &processing.windows,
+                samples,
+            })
+            .collect();
+        let opened = processor.aggregator.feed(txn, batch, rejected).await?;
+        touched.processed.extend(opened);
+    }
+    if !rejected.is_empty() {
+        count_rejections(txn, rejected).await?;
+    }
     Ok(())
 }
 
-/// Trims, once a second, the history of nodes that got values and the logs of units that got lines, each
-/// statement deleting at most [`data::TRIM_BATCH`] rows outside any ingestion transaction. What is left
+/// Adds the batch's rejections to each node's counts, in one upsert per 10,000.
+async fn count_rejections(
+    txn: &impl ConnectionTrait,
+    rejected: &HashMap<(Uuid, Reason), i64>,
+) -> Result<()> {
+    let backend = txn.get_database_backend();
+    let counts: Vec<_> = rejected.iter().collect();
+    for chunk in counts.chunks(VARIABLES / 3) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        let mut binds = Vec::with_capacity(chunk.len() * 3);
+        for ((node, reason), count) in chunk {
+            let n = binds.len();
+            rows.push(match backend {
+                DbBackend::Postgres => format!(
+                    "(CAST(${} AS uuid), ${}, CAST(${} AS bigint))",
+                    n + 1,
+                    n + 2,
+                    n + 3
+                ),
+                _ => "(?, ?, ?)".to_owned(),
+            });
+            binds.push(Value::from(*node));
+            binds.push(Value::from(reason.as_str()));
+            binds.push(Value::from(**count));
+        }
+        let sql = format!(
+            "INSERT INTO unit_node_rejections (unit_node_uuid, reason, count) VALUES {} \
+             ON CONFLICT (unit_node_uuid, reason) DO UPDATE SET count = unit_node_rejections.count + excluded.count",
+            rows.join(", ")
+        );
+        txn.execute_raw(Statement::from_sql_and_values(backend, sql, binds))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Trims, once a second, the history of nodes that got values, the aggregates and window samples of
+/// nodes where a window opened (and, every ten minutes, of every processed node, for retention by age),
+/// and the logs of units that got lines, each statement deleting at most [`data::TRIM_BATCH`] rows outside
+/// any ingestion transaction. What is left
 /// over (a node switched to a smaller policy with millions of rows) goes on in the next rounds.
 async fn run_trims(services: Services, dirty: Arc<Mutex<Dirty>>, gate: WriteGate) {
     let keep_logs = services.units().log_lines_kept;
     let mut ticker = tokio::time::interval(TRIM_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending = Dirty::default();
+    let mut rounds = 0u64;
     loop {
         ticker.tick().await;
+        // Retention by age goes on without new samples: every node with processing, now and then.
+        if rounds.is_multiple_of(SWEEP_EVERY) {
+            match processed_nodes(services.db()).await {
+                Ok(nodes) => pending.processed.extend(nodes),
+                Err(error) => tracing::warn!(?error, "listing processed nodes failed"),
+            }
+        }
+        rounds += 1;
         {
             let mut dirty = dirty
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             pending.nodes.extend(dirty.nodes.drain());
+            pending.processed.extend(dirty.processed.drain());
             pending.logs.extend(dirty.logs.drain());
         }
         let mut budget = TRIMS_PER_ROUND;
@@ -563,6 +834,31 @@ async fn run_trims(services: Services, dirty: Arc<Mutex<Dirty>>, gate: WriteGate
                     Err(error) => {
                         tracing::warn!(%node, ?error, "trimming history failed");
                         pending.nodes.remove(&node);
+                        break;
+                    }
+                }
+            }
+        }
+        let nodes: Vec<Uuid> = pending.processed.iter().copied().collect();
+        'processed: for node in nodes {
+            loop {
+                if budget == 0 {
+                    break 'processed;
+                }
+                budget -= 1;
+                let trimmed = {
+                    let _turn = gate.lock().await;
+                    trim_processing(services.db(), node).await
+                };
+                match trimmed {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        pending.processed.remove(&node);
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%node, ?error, "trimming aggregates failed");
+                        pending.processed.remove(&node);
                         break;
                     }
                 }
@@ -598,4 +894,44 @@ async fn trim_node(db: &DatabaseConnection, node: Uuid) -> Result<bool> {
         return Ok(false);
     };
     data::trim_history(db, node, HistoryPolicy::of(&row), Utc::now()).await
+}
+
+/// One bounded step of a node's aggregate retention and window-sample clean-up by its processing;
+/// whether more may remain.
+async fn trim_processing(db: &DatabaseConnection, node: Uuid) -> Result<bool> {
+    let Some(row) = unit_nodes::Entity::find_by_id(node).one(db).await? else {
+        return Ok(false);
+    };
+    aggregates::trim(db, node, Processing::of(&row).as_ref(), Utc::now()).await
+}
+
+/// Nodes with processing settings, aggregates or window samples: those the periodic sweep trims.
+async fn processed_nodes(db: &DatabaseConnection) -> Result<HashSet<Uuid>> {
+    use sea_orm::QuerySelect;
+    let mut nodes: HashSet<Uuid> = HashSet::new();
+    let configured: Vec<Uuid> = unit_nodes::Entity::find()
+        .select_only()
+        .column(unit_nodes::Column::Uuid)
+        .filter(unit_nodes::Column::Processing.is_not_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    nodes.extend(configured);
+    let aggregated: Vec<Uuid> = unit_node_aggregates::Entity::find()
+        .select_only()
+        .column(unit_node_aggregates::Column::UnitNodeUuid)
+        .distinct()
+        .into_tuple()
+        .all(db)
+        .await?;
+    nodes.extend(aggregated);
+    let sampled: Vec<Uuid> = unit_node_window_samples::Entity::find()
+        .select_only()
+        .column(unit_node_window_samples::Column::UnitNodeUuid)
+        .distinct()
+        .into_tuple()
+        .all(db)
+        .await?;
+    nodes.extend(sampled);
+    Ok(nodes)
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::Broker;
 use super::acl::Sink;
-use super::ingest::Item;
+use super::ingest::{Item, Outcome};
 
 /// One value of one of the unit's outputs.
 #[derive(Debug)]
@@ -26,10 +26,11 @@ impl Broker {
         payload.len() <= self.services.units().value_max_bytes
     }
 
-    /// Stores `values` of `unit` and, once every one is committed, routes each to its subscribers in the
-    /// order given. `false`: not all were stored (a database failure), and none was routed: the caller
-    /// answers an error and the device sends them again, as it would an unacknowledged QoS 1 publish.
-    pub async fn publish_values(&self, unit: Uuid, values: Vec<PostedValue>) -> bool {
+    /// Stores `values` of `unit` and, once every one is committed, routes each its output's filters kept
+    /// to its subscribers in the order given; how many the filters turned away. `None`: not all were
+    /// stored (a database failure), and none was routed: the caller answers an error and the device
+    /// sends them again, as it would an unacknowledged QoS 1 publish.
+    pub async fn publish_values(&self, unit: Uuid, values: Vec<PostedValue>) -> Option<usize> {
         let mut commits = Vec::with_capacity(values.len());
         let mut routes = Vec::with_capacity(values.len());
         for value in values {
@@ -43,14 +44,21 @@ impl Broker {
             commits.push(self.ingestor.submit(item).await);
             routes.push((value.topic, value.payload));
         }
+        let mut outcomes = Vec::with_capacity(commits.len());
         for committed in commits {
-            if !matches!(committed.await, Ok(true)) {
-                return false;
+            match committed.await {
+                Ok(outcome @ (Outcome::Stored | Outcome::Filtered)) => outcomes.push(outcome),
+                _ => return None,
             }
         }
-        for (topic, payload) in routes {
-            self.route_all(&topic, &payload, false).await;
+        let mut filtered = 0;
+        for ((topic, payload), outcome) in routes.into_iter().zip(outcomes) {
+            if outcome == Outcome::Stored {
+                self.route_all(&topic, &payload, false).await;
+            } else {
+                filtered += 1;
+            }
         }
-        true
+        Some(filtered)
     }
 }

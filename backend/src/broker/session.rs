@@ -20,9 +20,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use super::acl::Sink;
 use super::acl::{self, Acl};
 use super::codec::{self, DecodeError, Packet, Refusal, Version, Will, reason};
-use super::ingest::Item;
+use super::ingest::{Item, Outcome};
 use super::session_store::{Held, Leftover};
 use super::{Broker, Delivery, MAX_CONNECT, MAX_PACKET, Subscriber, Target};
 use crate::limits::{Admitted, TokenBucket};
@@ -417,10 +418,11 @@ fn send_will(broker: &Broker, unit: Uuid, will: Will, delay: Duration) {
             if !broker.ingestor.fits(&item) {
                 return;
             }
-            if will.qos == 0 {
-                broker.route_all(&will.topic, &will.payload, false).await;
-                drop(broker.ingestor.submit(item).await);
-            } else if broker.ingestor.submit(item).await.await.unwrap_or(false) {
+            // Routed once stored, at either QoS: its output's filters may turn it away.
+            if matches!(
+                broker.ingestor.submit(item).await.await,
+                Ok(Outcome::Stored)
+            ) {
                 broker.route_all(&will.topic, &will.payload, false).await;
             }
         }
@@ -580,28 +582,33 @@ fn encode(
     bytes
 }
 
-/// A publish handed to the completer, to route and acknowledge once committed.
+/// A publish handed to the completer, to route (and acknowledge, at QoS 1) once committed.
 struct Pending {
-    committed: tokio::sync::oneshot::Receiver<bool>,
+    committed: tokio::sync::oneshot::Receiver<Outcome>,
     topic: String,
     payload: Vec<u8>,
-    ack: Vec<u8>,
+    /// The PUBACK; none at QoS 0.
+    ack: Option<Vec<u8>>,
 }
 
-/// QoS 1 publishes of one connection in arrival order: each is routed and acknowledged after its commit.
-/// An uncommitted one is neither (the sender retries).
+/// Value publishes of one connection in arrival order: each is routed after its commit, unless its
+/// output's filters turned it away, and (at QoS 1) acknowledged either way, as it was received. An
+/// uncommitted one is neither (the sender retries).
 async fn complete(
     broker: Broker,
     mut pending: mpsc::Receiver<Pending>,
     control: mpsc::Sender<Control>,
 ) {
     while let Some(p) = pending.recv().await {
-        if !p.committed.await.unwrap_or(false) {
-            continue;
+        match p.committed.await {
+            // A unit's retain flag is not honoured: what others see of its outputs is the stored value.
+            Ok(Outcome::Stored) => broker.route_all(&p.topic, &p.payload, false).await,
+            Ok(Outcome::Filtered) => {}
+            Ok(Outcome::Failed) | Err(_) => continue,
         }
-        // A unit's retain flag is not honoured: what others see of its outputs is the stored value.
-        broker.route_all(&p.topic, &p.payload, false).await;
-        if control.send(Control::Packet(p.ack)).await.is_err() {
+        if let Some(ack) = p.ack
+            && control.send(Control::Packet(ack)).await.is_err()
+        {
             return;
         }
     }
@@ -733,24 +740,23 @@ impl Session {
             payload: publish.payload.clone(),
             at: chrono::Utc::now(),
         };
-        let Some(packet_id) = publish.packet_id else {
-            // Nothing is acknowledged at QoS 0, so nothing waits for the commit: routed now, stored in
-            // the same order by the writer. A value too large to store is not routed either.
-            if self.broker.ingestor.fits(&item) {
-                self.broker
-                    .route_all(&publish.topic, &publish.payload, false)
-                    .await;
-            }
+        if publish.packet_id.is_none() && !matches!(sink, Sink::Value(_)) {
+            // Nothing is acknowledged at QoS 0 and no filter applies to state or logs, so nothing waits
+            // for the commit: routed now, stored in the same order by the writer.
+            self.broker
+                .route_all(&publish.topic, &publish.payload, false)
+                .await;
             drop(self.broker.ingestor.submit(item).await);
             return None;
-        };
+        }
+        // A value is routed only once its output's filters kept it, so even at QoS 0 it waits for its
+        // commit (reading goes on meanwhile); the completer routes and acknowledges in order.
         let committed = self.broker.ingestor.submit(item).await;
-        // Reading goes on; the completer routes and acknowledges in order, each after its commit.
         let pending = Pending {
             committed,
             topic: publish.topic,
             payload: publish.payload,
-            ack: codec::ack(4, packet_id),
+            ack: publish.packet_id.map(|id| codec::ack(4, id)),
         };
         let completions = self.completions.get_or_insert_with(|| {
             let (completions, pending) = mpsc::channel(CONTROL_QUEUE);

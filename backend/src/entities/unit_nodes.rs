@@ -18,6 +18,8 @@ pub struct Model {
     pub history_window_seconds: Option<i32>,
     pub last_value: Option<String>,
     pub last_value_at: Option<DateTimeUtc>,
+    /// Filters, aggregate windows and their retention, as JSON ([`crate::services::units::processing::Processing`]); none: store everything, aggregate nothing.
+    pub processing: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

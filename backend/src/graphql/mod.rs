@@ -6,6 +6,7 @@ mod boards;
 mod federation;
 mod live;
 mod mail;
+mod processing;
 mod repo_units;
 mod settings;
 mod units;

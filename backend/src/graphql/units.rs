@@ -14,13 +14,17 @@ use serde_json::{Map, Value};
 
 use crate::entities::{unit_logs, unit_node_edges, unit_node_values, unit_nodes, units};
 use crate::error::{Error, GqlResult};
+use crate::graphql::processing::{
+    Aggregate, Rejection, UnitNodeProcessing, UnitNodeProcessingInput,
+};
 use crate::graphql::repo_units::{RepoUnit, VisibilityLevel};
 use crate::graphql::{actor, parse_uuid, services};
 use crate::services::units::events::UnitCommand;
 use crate::services::units::nodes::{HistoryPolicy, NodeKind};
+use crate::services::units::processing::Processing;
 use crate::services::units::{
-    self as service, NewUnit, UnitChange, UnitFilter, UnitTarget, bundle, data, device, env, links,
-    nodes, rollouts, schema_json,
+    self as service, NewUnit, UnitChange, UnitFilter, UnitTarget, aggregates, bundle, data, device,
+    env, links, nodes, rollouts, schema_json,
 };
 
 /// Longest `search` text: names are short, and an unbounded pattern costs the database.
@@ -363,6 +367,45 @@ impl UnitNode {
             .gql()?;
         Ok(rows.into_iter().map(UnitNodeValue::from).collect())
     }
+    /// An output's processing: its filters and aggregate windows (none set: every value kept, nothing
+    /// aggregated).
+    async fn processing(&self) -> UnitNodeProcessing {
+        Processing::of(&self.0).unwrap_or_default().into()
+    }
+    /// How many of its samples each processing filter turned away (not stored, not routed) or
+    /// aggregation left out.
+    async fn rejections(&self, ctx: &Context<'_>) -> Result<Vec<Rejection>> {
+        let counts = aggregates::rejections(services(ctx)?, &actor(ctx), self.0.uuid)
+            .await
+            .gql()?;
+        Ok(counts
+            .into_iter()
+            .map(|(reason, count)| Rejection::new(reason, count))
+            .collect())
+    }
+    /// The newest windows of one of its aggregate series (`windowSeconds` long), optionally those that
+    /// start in `[from, to)`, newest first.
+    #[graphql(complexity = "super::list_cost(limit, child_complexity, 1)")]
+    async fn aggregates(
+        &self,
+        ctx: &Context<'_>,
+        window_seconds: u32,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        #[graphql(default = 100)] limit: u64,
+    ) -> Result<Vec<Aggregate>> {
+        let rows = aggregates::latest(
+            services(ctx)?,
+            &actor(ctx),
+            self.0.uuid,
+            window_seconds,
+            (from, to),
+            limit,
+        )
+        .await
+        .gql()?;
+        Ok(rows.into_iter().map(Aggregate::from).collect())
+    }
     /// Links into (for an input) or out of (for an output) this node.
     async fn links(&self, ctx: &Context<'_>) -> Result<Vec<UnitNodeEdge>> {
         let rows = match &self.1 {
@@ -593,6 +636,8 @@ pub struct UpdateUnitNodeInput {
     history_limit: Option<u32>,
     /// With `WINDOW`: how many seconds.
     history_window_seconds: Option<u32>,
+    /// An output's processing, replacing what it had.
+    processing: Option<UnitNodeProcessingInput>,
 }
 
 #[derive(Default)]
@@ -880,6 +925,7 @@ impl UnitMutation {
         let change = data::NodeChange {
             is_rewritable_input: input.is_rewritable_input,
             history,
+            processing: input.processing.map(Processing::from),
         };
         Ok(UnitNode::new(
             data::update_node(services(ctx)?, &actor(ctx), uuid, change)

@@ -58,6 +58,12 @@ impl Metrics {
             crate::broker::ingest::LIMITS_HIT.clone(),
         );
         registry.register(
+            "processing_rejected",
+            "Output values turned away by their processing filters (type, range, rate, duplicate; not \
+             stored, not routed) or left out of aggregation (not_numeric, late), by reason",
+            crate::services::units::processing::REJECTED.clone(),
+        );
+        registry.register(
             "alert_observations_dropped",
             "Values no alert rule evaluated because the evaluator's queue was full",
             crate::services::alerts::OBSERVATIONS_DROPPED.clone(),

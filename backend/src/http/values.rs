@@ -207,12 +207,13 @@ pub async fn post(
             retry_after_seconds,
         });
     }
-    if !state.broker.publish_values(unit, values).await {
+    let Some(filtered) = state.broker.publish_values(unit, values).await else {
         return Err(Error::Unavailable(
             "the values could not be stored; send them again".into(),
         ));
-    }
-    Ok(Json(json!({ "stored": count })).into_response())
+    };
+    // Values the output's processing filters turned away were received (and counted) but not stored.
+    Ok(Json(json!({ "stored": count - filtered, "filtered": filtered })).into_response())
 }
 
 #[cfg(test)]

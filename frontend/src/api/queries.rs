@@ -165,6 +165,13 @@ pub const NODE_HISTORY: &str = "query NodeHistory($uuid: ID!) {
     history(limit: 60) { value createdAt } }
 }";
 
+pub const NODE_PROCESSING: &str = "query NodeProcessing($uuid: ID!) {
+  unitNode(uuid: $uuid) {
+    processing { valueType min max deduplicate maxRate { samples perSeconds }
+      windows { seconds keepCount keepSeconds } }
+    rejections { reason count } }
+}";
+
 pub const UPDATE_NODE: &str = "mutation UpdateNode($uuid: ID!, $input: UpdateUnitNodeInput!) {
   updateUnitNode(uuid: $uuid, input: $input) { uuid }
 }";

@@ -13,6 +13,7 @@ mod federation;
 mod fields;
 mod link;
 mod password;
+mod processing;
 mod remote_unit;
 mod repo_unit;
 mod rollout;

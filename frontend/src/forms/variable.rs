@@ -171,6 +171,7 @@ pub fn VariablePanel(uuid: String) -> Element {
                 NodeSettings { uuid: uuid.clone(), current, input: node.is_input() }
             }
             if !node.is_input() {
+                super::processing::ProcessingSettings { uuid: uuid.clone() }
                 AlertRules { watched: Watched::Output(uuid.clone()) }
             }
             h3 { "Links" }

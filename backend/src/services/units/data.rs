@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::services::units::events::UnitEvent;
 use crate::services::units::links::{may_write_input, visible_node};
 use crate::services::units::live::LiveEvent;
-use crate::services::units::nodes::HistoryPolicy;
+use crate::services::units::nodes::{HistoryPolicy, NodeKind};
+use crate::services::units::processing::Processing;
 use crate::services::{Actor, Services, access};
 
 /// Most bytes of one variable value.
@@ -178,6 +179,8 @@ pub async fn set_input_value(
 pub struct NodeChange {
     pub is_rewritable_input: Option<bool>,
     pub history: Option<HistoryPolicy>,
+    /// An output's processing, replacing what it had.
+    pub processing: Option<Processing>,
 }
 
 /// Changes a node's settings; the unit's creator or an admin.
@@ -189,6 +192,7 @@ pub async fn update_node(
 ) -> Result<unit_nodes::Model> {
     let (node, unit) = visible_node(services, actor, uuid).await?;
     access::ensure_can_edit(actor, unit.creator_uuid)?;
+    let node_row = node.clone();
     let mut active = node.into_active_model();
     if let Some(rewritable) = change.is_rewritable_input {
         active.is_rewritable_input = Set(rewritable);
@@ -209,6 +213,15 @@ pub async fn update_node(
         active.history_policy = Set(name.to_owned());
         active.history_limit = Set(limit);
         active.history_window_seconds = Set(window);
+    }
+    if let Some(processing) = change.processing {
+        if NodeKind::of(&node_row) != NodeKind::Output {
+            return Err(Error::Validation(InvalidValue {
+                field: "processing",
+                message: "only an output's values are processed".into(),
+            }));
+        }
+        active.processing = Set(processing.validated()?.column()?);
     }
     active.updated_at = Set(Utc::now());
     Ok(active.update(services.db()).await?)

@@ -6,6 +6,7 @@
 //! in both schemas stay with their links and history, new ones are added, missing ones are removed with
 //! theirs, and env.json gains the new example keys and loses the dropped ones.
 
+pub mod aggregates;
 pub mod bundle;
 pub mod csv;
 pub mod data;
@@ -15,6 +16,7 @@ pub mod events;
 pub mod links;
 pub mod live;
 pub mod nodes;
+pub mod processing;
 pub mod rollouts;
 pub mod schema_json;
 pub mod update_timeouts;

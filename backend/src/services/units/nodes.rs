@@ -139,6 +139,7 @@ pub async fn sync_with_schema(
             history_window_seconds: Set(window),
             last_value: Set(None),
             last_value_at: Set(None),
+            processing: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
         }

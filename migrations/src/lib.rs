@@ -16,6 +16,7 @@ mod m20261128_000030_alert_webhook_variables;
 mod m20261128_000031_federation_unit_blocks;
 mod m20261128_000040_mail;
 mod m20261128_000050_api_tokens;
+mod m20261128_000061_values_time_brin;
 
 /// Runs the Pepeunit migrations in order.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000031_federation_unit_blocks::Migration),
             Box::new(m20261128_000040_mail::Migration),
             Box::new(m20261128_000050_api_tokens::Migration),
+            Box::new(m20261128_000061_values_time_brin::Migration),
         ]
     }
 }

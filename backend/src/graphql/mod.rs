@@ -7,6 +7,7 @@ mod federation;
 mod live;
 mod mail;
 mod repo_units;
+mod series;
 mod settings;
 mod units;
 mod users;
@@ -29,6 +30,7 @@ pub struct QueryRoot(
     settings::SettingsQuery,
     repo_units::RepoUnitQuery,
     units::UnitQuery,
+    series::SeriesQuery,
     federation::FederationQuery,
     alerts::AlertQuery,
     boards::BoardQuery,

@@ -16,6 +16,7 @@ mod password;
 mod remote_unit;
 mod repo_unit;
 mod rollout;
+mod series_chart;
 mod unit;
 mod unit_panel;
 mod variable;

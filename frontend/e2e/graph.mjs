@@ -169,10 +169,13 @@ try {
   await page.mouse.down();
   await page.mouse.move(box.x + box.width * 0.995, box.y + box.height / 2, { steps: 8 });
   await page.mouse.up();
+  // The new range shows at once; its finer series (a smaller step) when the server has answered.
+  const stepIn = (text) => Number(/step (\d+) s/.exec(text)?.[1] ?? 0);
   await page.waitForFunction((old) => {
     const text = document.querySelector("#series-legend")?.textContent ?? "";
-    return text !== old && / points /.test(text);
-  }, before);
+    const step = Number(/step (\d+) s/.exec(text)?.[1] ?? 0);
+    return step > 0 && step < old;
+  }, stepIn(before));
   const after = await legend.textContent();
   console.log(`zoomed: ${after}`);
   if (!(pointsIn(after) > pointsIn(before))) throw new Error(`zooming in shows no finer series: ${before} → ${after}`);

@@ -1,8 +1,9 @@
 //! The web app in headless Chromium against a real server: register, mirror a local git repository,
 //! see the banner saying the default MQTT port was taken (the test holds it) and dismiss it,
 //! create two units, link an output to an input by dragging, see a value a real MQTT client publishes
-//! appear on the node, delete the link, start a rollout of the repository, change the password and log
-//! in with the new one, then as the admin close registration, block that user and delete them.
+//! appear on the node, delete the link, see an output's value chart (samples posted over REST, drawn from
+//! the server's `series`) and zoom into it by dragging, find the unit's Grafana dashboard, start a rollout
+//! of the repository, change the password and log in with the new one, then as the admin close registration, block that user and delete them.
 //! A second test opens GraphiQL with the network off the machine blocked and runs a query; a third uses
 //! the alert panels (rules, channels, boards, history) while a unit crosses a threshold; a fourth runs
 //! federation between two instances in the web app (peering, a remote output linked, its mirror node, a
@@ -127,6 +128,8 @@ async fn graph_editor_in_a_real_browser() {
         "form-validation.png",
         "form-rollout.png",
         "form-admin.png",
+        "chart.png",
+        "chart-zoomed.png",
     ] {
         assert!(
             out.join(shot).is_file(),

@@ -139,6 +139,66 @@ try {
   await page.getByRole("dialog").waitFor({ state: "detached" });
   await page.waitForFunction(() => document.querySelectorAll("path.edge-hit[data-link]").length === 0);
 
+  step("the output's chart draws its series from the server; dragging across it zooms in");
+  await api("mutation($n: ID!) { updateUnitNode(uuid: $n, input: { historyKind: LAST_N, historyLimit: 1000 }) { uuid } }",
+    { n: output.uuid });
+  // Thirty samples over the last fifty minutes, posted over REST with their own times.
+  const now = Date.now();
+  const samples = Array.from({ length: 30 }, (_, i) => ({
+    output: output.topicName, value: 20 + 5 * Math.sin(i / 4), time: new Date(now - (30 - i) * 100000).toISOString(),
+  }));
+  const posted = await page.evaluate(async ([uuid, token, body]) => {
+    const response = await fetch(`/api/v1/units/${uuid}/values`, {
+      method: "POST", headers: { "x-auth-token": token, "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    return `${response.status} ${await response.text()}`;
+  }, [unit("sensor").uuid, sensor.env.PU_AUTH_TOKEN, samples]);
+  if (!posted.startsWith("200")) throw new Error(`posting samples: ${posted}`);
+  await page.locator(`g.node[data-uuid="${output.uuid}"]`).click();
+  const chart = page.locator("#series-chart");
+  await chart.locator("polyline").waitFor();
+  const legend = page.locator("#series-legend");
+  await legend.filter({ hasText: "points" }).waitFor();
+  const pointsIn = (text) => Number(/(\d+) points/.exec(text)?.[1] ?? 0);
+  const before = await legend.textContent();
+  console.log(`chart: ${before}`);
+  if (pointsIn(before) < 2 || pointsIn(before) > 300) throw new Error(`a day's chart: ${before}`);
+  await page.screenshot({ path: join(out, "chart.png") });
+  const box = await chart.boundingBox();
+  await page.mouse.move(box.x + box.width * 0.9, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.995, box.y + box.height / 2, { steps: 8 });
+  await page.mouse.up();
+  // The new range shows at once; its finer series (a smaller step) when the server has answered.
+  const stepIn = (text) => Number(/step (\d+) s/.exec(text)?.[1] ?? 0);
+  await page.waitForFunction((old) => {
+    const text = document.querySelector("#series-legend")?.textContent ?? "";
+    const step = Number(/step (\d+) s/.exec(text)?.[1] ?? 0);
+    return step > 0 && step < old;
+  }, stepIn(before));
+  const after = await legend.textContent();
+  console.log(`zoomed: ${after}`);
+  if (!(pointsIn(after) > pointsIn(before))) throw new Error(`zooming in shows no finer series: ${before} → ${after}`);
+  await page.screenshot({ path: join(out, "chart-zoomed.png") });
+  await page.getByRole("button", { name: "Last hour" }).click();
+  await page.waitForFunction((old) => (document.querySelector("#series-legend")?.textContent ?? "") !== old, after);
+  await page.keyboard.press("Escape");
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+
+  step("the unit's panel offers its Grafana dashboard, a panel per output");
+  await page.locator(`g.node[data-uuid="${unit("sensor").uuid}"]`).click();
+  await page.getByRole("dialog", { name: "Unit sensor" }).waitFor();
+  const download = page.locator("#grafana-dashboard");
+  const href = await download.getAttribute("href");
+  const board = JSON.parse(decodeURIComponent(href.slice(href.indexOf(",") + 1)));
+  const outputs = unit("sensor").nodes.filter((n) => n.kind === "OUTPUT").map((n) => n.topicName).sort();
+  const titles = board.panels.map((p) => p.title).sort();
+  if (JSON.stringify(titles) !== JSON.stringify(outputs) || !(await download.getAttribute("download")).endsWith(".json")) {
+    throw new Error(`the dashboard's panels ${titles} are not the outputs ${outputs}`);
+  }
+  await page.keyboard.press("Escape");
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+
   step("start a rollout of the repository from its panel; it shows in the panel");
   await page.locator('g.node[data-kind="repo-unit"]').first().click();
   await page.getByRole("dialog", { name: "Repository Firmware" }).waitFor();

@@ -6,6 +6,7 @@
 //! user interface itself exists only on `wasm32`.
 
 pub mod alerts;
+pub mod chart;
 pub mod errors;
 pub mod filter;
 pub mod layout;

@@ -17,6 +17,7 @@ mod m20261128_000031_federation_unit_blocks;
 mod m20261128_000040_mail;
 mod m20261128_000050_api_tokens;
 mod m20261128_000060_processing;
+mod m20261128_000061_values_time_brin;
 
 /// Runs the Pepeunit migrations in order.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000040_mail::Migration),
             Box::new(m20261128_000050_api_tokens::Migration),
             Box::new(m20261128_000060_processing::Migration),
+            Box::new(m20261128_000061_values_time_brin::Migration),
         ]
     }
 }

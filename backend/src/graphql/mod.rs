@@ -8,6 +8,7 @@ mod live;
 mod mail;
 mod processing;
 mod repo_units;
+mod series;
 mod settings;
 mod units;
 mod users;
@@ -30,6 +31,7 @@ pub struct QueryRoot(
     settings::SettingsQuery,
     repo_units::RepoUnitQuery,
     units::UnitQuery,
+    series::SeriesQuery,
     federation::FederationQuery,
     alerts::AlertQuery,
     boards::BoardQuery,

@@ -24,7 +24,7 @@ use crate::services::units::nodes::{HistoryPolicy, NodeKind};
 use crate::services::units::processing::Processing;
 use crate::services::units::{
     self as service, NewUnit, UnitChange, UnitFilter, UnitTarget, aggregates, bundle, data, device,
-    env, links, nodes, rollouts, schema_json,
+    env, grafana, links, nodes, rollouts, schema_json,
 };
 
 /// Longest `search` text: names are short, and an unbounded pattern costs the database.
@@ -172,6 +172,20 @@ impl Unit {
             .map_err(|e| e.extend())?
             .unwrap_or_default();
         with_links(ctx, loader, rows).await
+    }
+    /// A Grafana dashboard with a panel per output, read through the Infinity data source (its variable
+    /// `$datasource`; `docs/src/data.md`): import it in Grafana under Dashboards → New → Import.
+    async fn grafana_dashboard(&self, ctx: &Context<'_>) -> Result<Json<Value>> {
+        let loader = ctx.data::<DataLoader<GraphLoader>>()?;
+        let rows = match &self.1 {
+            Some(nodes) => nodes.iter().map(|n| n.0.clone()).collect(),
+            None => loader
+                .load_one(NodesOf(self.0.uuid))
+                .await
+                .map_err(|e| e.extend())?
+                .unwrap_or_default(),
+        };
+        Ok(Json(grafana::dashboard(&self.0, &rows)))
     }
     /// The last `state/pepeunit` payload; the creator and admins only.
     async fn state(&self, ctx: &Context<'_>) -> Option<Json<Value>> {

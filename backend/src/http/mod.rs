@@ -8,6 +8,7 @@ mod health;
 mod history_csv;
 pub mod metrics;
 mod mqtt_ws;
+mod series;
 pub mod server;
 mod telegram;
 pub mod values;
@@ -149,6 +150,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/unit_nodes/{uuid}/history.csv",
             get(history_csv::export).post(history_csv::import),
         )
+        .route("/api/v1/unit_nodes/{uuid}/series", get(series::get))
         .route("/api/v1/world_state", get(device::world_state))
         .route("/api/v1/units", get(device::units))
         .route("/api/v1/units/{uuid}/values", post(values::post))

@@ -146,7 +146,7 @@ pub const DELETE_UNIT: &str = "mutation DeleteUnit($uuid: ID!) { deleteUnit(uuid
 pub const UNIT_DETAILS: &str = "query UnitDetails($uuid: ID!) {
   unit(uuid: $uuid) { uuid name online updateStatus updateStatusAt targetCommit reportedCommit state stateAt
     updateAttempts(limit: 10) { targetCommit status detail startedAt }
-    logs(limit: 50) { total items { level text createdAt } } }
+    logs(limit: 50) { total items { level text createdAt } } grafanaDashboard }
 }";
 
 pub const UNIT_ENV: &str = "query UnitEnv($uuid: ID!) { unit(uuid: $uuid) { env } }";
@@ -160,9 +160,12 @@ pub const REQUEST_LOG_SYNC: &str = "mutation LogSync($uuid: ID!) { requestLogSyn
 
 pub const RESET_UNIT: &str = "mutation Reset($uuid: ID!) { resetUnit(uuid: $uuid) }";
 
-pub const NODE_HISTORY: &str = "query NodeHistory($uuid: ID!) {
-  unitNode(uuid: $uuid) { isRewritableInput historyKind historyLimit historyWindowSeconds
-    history(limit: 60) { value createdAt } }
+pub const NODE_SETTINGS: &str = "query NodeSettings($uuid: ID!) {
+  unitNode(uuid: $uuid) { isRewritableInput historyKind historyLimit historyWindowSeconds }
+}";
+
+pub const NODE_SERIES: &str = "query NodeSeries($uuid: ID!, $from: DateTime!, $to: DateTime!, $maxPoints: Int!) {
+  series(nodeUuid: $uuid, from: $from, to: $to, maxPoints: $maxPoints) { stepSeconds points { time value } }
 }";
 
 pub const NODE_PROCESSING: &str = "query NodeProcessing($uuid: ID!) {

@@ -17,6 +17,7 @@ mod processing;
 mod remote_unit;
 mod repo_unit;
 mod rollout;
+mod series_chart;
 mod unit;
 mod unit_panel;
 mod variable;

@@ -1,5 +1,5 @@
 //! A unit at a glance: presence, update status and history, state, logs; and what can be done to it
-//! (edit, env.json, bundle download, update, log sync, reset, delete).
+//! (edit, env.json, bundle download, update, log sync, reset, delete), and its Grafana dashboard.
 
 use dioxus::prelude::*;
 use serde_json::{Value, json};
@@ -74,6 +74,14 @@ pub fn UnitPanel(uuid: String) -> Element {
         .as_array()
         .cloned()
         .unwrap_or_default();
+    // The dashboard as a file to save, without another request.
+    let dashboard = match &data["grafanaDashboard"] {
+        Value::Null => None,
+        board => Some(format!(
+            "data:application/json;charset=utf-8,{}",
+            String::from(js_sys::encode_uri_component(&board.to_string()))
+        )),
+    };
     let logs = data["logs"]["items"]
         .as_array()
         .cloned()
@@ -172,6 +180,14 @@ pub fn UnitPanel(uuid: String) -> Element {
                             "{node.short_name()} = {node.last_value.clone().unwrap_or_else(|| \"—\".into())}"
                         }
                     }
+                }
+            }
+            if let Some(href) = dashboard {
+                p {
+                    a { id: "grafana-dashboard", download: "pepeunit-{unit.name}.json", href: "{href}",
+                        "Download the Grafana dashboard"
+                    }
+                    span { class: "muted", " (a panel per output, for the Infinity data source)" }
                 }
             }
             AlertRules { watched: Watched::Unit(unit.uuid.clone()) }

@@ -6,38 +6,9 @@ use serde_json::json;
 
 use super::alert_rules::{AlertRules, Watched};
 use super::fields::{CheckField, FormError, Modal, SelectField, TextField, names};
+use super::series_chart::SeriesChart;
 use crate::api::{gql, queries};
 use crate::app::{Dialog, Store, act_in_form};
-
-/// A sparkline of numeric values, oldest on the left.
-#[component]
-fn Chart(values: Vec<f64>) -> Element {
-    if values.len() < 2 {
-        return rsx! { p { class: "muted", "Not enough numeric history for a chart." } };
-    }
-    let (w, h) = (320.0, 80.0);
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let span = if hi > lo { hi - lo } else { 1.0 };
-    let step = w / (values.len() - 1) as f64;
-    let points: Vec<String> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            format!(
-                "{:.1},{:.1}",
-                i as f64 * step,
-                h - (v - lo) / span * (h - 8.0) - 4.0
-            )
-        })
-        .collect();
-    let points = points.join(" ");
-    rsx! {
-        svg { class: "chart", width: "{w}", height: "{h}", role: "img", "aria-label": "History from {lo} to {hi}",
-            polyline { points: "{points}" }
-        }
-    }
-}
 
 #[component]
 pub fn VariablePanel(uuid: String) -> Element {
@@ -53,33 +24,23 @@ pub fn VariablePanel(uuid: String) -> Element {
     let value = use_signal(String::new);
     let target = use_signal(String::new);
     let error = use_signal(|| None);
-    let history = use_resource({
+    let settings = use_resource({
         let uuid = uuid.clone();
         move || {
             let _ = (store.generation)();
             let uuid = uuid.clone();
             async move {
-                gql(queries::NODE_HISTORY, json!({ "uuid": uuid }))
+                gql(queries::NODE_SETTINGS, json!({ "uuid": uuid }))
                     .await
                     .ok()
             }
         }
     });
-    let settings = history
+    let settings = settings
         .read()
         .clone()
         .flatten()
         .map(|d| d["unitNode"].clone());
-    let mut values: Vec<f64> = history
-        .read()
-        .clone()
-        .flatten()
-        .and_then(|d| d["unitNode"]["history"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| v["value"].as_str()?.trim().parse().ok())
-        .collect();
-    values.reverse();
     let inputs: Vec<(String, String)> = graph
         .units
         .iter()
@@ -148,7 +109,7 @@ pub fn VariablePanel(uuid: String) -> Element {
                 dt { "Topic" }
                 dd { code { "{node.topic_name}" } }
             }
-            Chart { values }
+            SeriesChart { uuid: uuid.clone() }
             FormError { error, fields: names(&["value", "outputUuid", "inputUuid"]) }
             if node.is_input() {
                 form { id: "input-value-form", onsubmit: set_value,

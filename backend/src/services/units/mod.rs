@@ -13,12 +13,14 @@ pub mod data;
 pub mod device;
 pub mod env;
 pub mod events;
+pub mod grafana;
 pub mod links;
 pub mod live;
 pub mod nodes;
 pub mod processing;
 pub mod rollouts;
 pub mod schema_json;
+pub mod series;
 pub mod update_timeouts;
 
 use chrono::Utc;

@@ -17,6 +17,10 @@ use crate::secrets::{InstanceSecrets, SecretsError};
 use crate::services::Services;
 use crate::services::units::events::UnitEvent;
 
+/// How long a graceful stop waits, in all, for MQTT connections to end, their publishes to be committed
+/// and federation to send what waits: under the 10 s a container runtime gives before SIGKILL.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// The server could not start; the message says which setting to change.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -228,17 +232,23 @@ impl App {
         &self.broker
     }
 
-    /// Starts federation's tasks: the outbox, the delivery of peers' values into the broker, and the
-    /// watch on shared units going away.
-    fn start_federation(&self) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts federation's tasks: the outbox (returned first, if started: a stop lets it finish), the
+    /// delivery of peers' values into the broker, and the watch on shared units going away.
+    fn start_federation(
+        &self,
+    ) -> (
+        Option<tokio::task::JoinHandle<()>>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ) {
         use crate::broker::MessageBus;
         let services = &self.state.services;
         let mut tasks = vec![tokio::spawn(crate::services::federation::run_events(
             services.clone(),
         ))];
+        let mut outbox = None;
         if let Some(channels) = services.take_federation_channels() {
             let tap = services.inner_federation_tap();
-            tasks.push(tokio::spawn(pepeunit_federation::outbox::run(
+            outbox = Some(tokio::spawn(pepeunit_federation::outbox::run(
                 services.federation().clone(),
                 services.federation_source(),
                 tap,
@@ -254,7 +264,7 @@ impl App {
                 }
             }));
         }
-        tasks
+        (outbox, tasks)
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then drains in-flight requests.
@@ -287,7 +297,7 @@ impl App {
         if let Err(error) = self.broker.restore().await {
             tracing::warn!(%error, "restoring retained messages failed");
         }
-        let federation = self.start_federation();
+        let (federation_outbox, federation) = self.start_federation();
         let evaluator = tokio::spawn(crate::services::alerts::evaluate::run(
             self.state.services.clone(),
         ));
@@ -341,6 +351,22 @@ impl App {
             tracing::info!(%addr, "listening");
         }
         http::server::serve(listener, router, self.http_limits, shutdown).await;
+        // In order, so that nothing is cut half-way: no new MQTT connections; the open ones closed and
+        // what they had handed to ingestion committed; federation sends what ingestion gave it; only
+        // then the rest stops and the database closes.
+        mqtt.abort();
+        if let Some(task) = &mqtt_tls {
+            task.abort();
+        }
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        self.broker.shutdown(deadline).await;
+        if let Some(task) = federation_outbox {
+            self.state.services.federation_tap().finish();
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+            }
+        }
         scheduler.abort();
         followers.abort();
         log_purge.abort();
@@ -354,10 +380,6 @@ impl App {
             values.abort();
         }
         for task in federation.into_iter().chain(bot) {
-            task.abort();
-        }
-        mqtt.abort();
-        if let Some(task) = mqtt_tls {
             task.abort();
         }
         self.state.services.db().clone().close().await.ok();

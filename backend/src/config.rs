@@ -244,7 +244,7 @@ impl Default for Config {
             federation_max_activity_bytes: 1024 * 1024,
             federation_clock_skew_seconds: 300,
             federation_request_timeout_seconds: 10,
-            federation_flush_interval_ms: 100,
+            federation_flush_interval_ms: 20,
             federation_max_batch: 1000,
             federation_max_pending_per_peer: 10_000,
             telegram_bot_token: None,
@@ -662,7 +662,7 @@ pub struct ConfigArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub federation_request_timeout_seconds: Option<u64>,
 
-    /// How often values waiting for a peer are sent, in milliseconds [default: 100]
+    /// How long values wait for a peer before they are sent, in milliseconds [default: 20]
     #[arg(long, env = "PEPEUNIT_FEDERATION_FLUSH_INTERVAL_MS", global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub federation_flush_interval_ms: Option<u64>,

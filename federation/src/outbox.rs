@@ -43,7 +43,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            flush_interval: Duration::from_millis(100),
+            flush_interval: Duration::from_millis(20),
             max_batch: 1000,
             max_pending_per_peer: 10_000,
             max_backoff: Duration::from_secs(60),
@@ -69,6 +69,8 @@ pub struct Tap {
     sender: mpsc::Sender<Offer>,
     /// Outputs whose values did not fit the channel: (unit, output).
     overflow: Mutex<HashSet<(Uuid, Uuid)>>,
+    /// Told by [`Tap::finish`]: [`run`] sends what waits and ends.
+    finishing: tokio::sync::Notify,
 }
 
 impl Tap {
@@ -81,6 +83,7 @@ impl Tap {
                 exported: RwLock::default(),
                 sender,
                 overflow: Mutex::default(),
+                finishing: tokio::sync::Notify::new(),
             }),
             receiver,
         )
@@ -113,6 +116,12 @@ impl Tap {
         }
     }
 
+    /// For a graceful stop, once ingestion has stopped: [`run`] sends what waits for each peer (a peer
+    /// in its retry backoff excepted), waits for those sends, at most one request timeout, and ends.
+    pub fn finish(&self) {
+        self.finishing.notify_one();
+    }
+
     fn set_exported(&self, outputs: HashSet<Uuid>) {
         self.any.store(!outputs.is_empty(), Ordering::Relaxed);
         *self.exported.write().unwrap_or_else(|e| e.into_inner()) = outputs;
@@ -140,9 +149,26 @@ pub trait Source: Send + Sync + 'static {
 #[derive(Default)]
 struct PeerQueue {
     pending: VecDeque<Sample>,
+    /// When the oldest of `pending` was queued (about: samples a send left behind count from then).
+    since: Option<Instant>,
     sending: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
+}
+
+impl PeerQueue {
+    fn push(&mut self, sample: Sample, max: usize) {
+        if self.pending.is_empty() {
+            self.since = Some(Instant::now());
+        }
+        self.pending.push_back(sample);
+        bound(&mut self.pending, max);
+    }
+
+    /// Whether `pending` should go now rather than at the next tick.
+    fn due(&self, max_batch: usize, interval: Duration) -> bool {
+        self.pending.len() >= max_batch || self.since.is_some_and(|at| at.elapsed() >= interval)
+    }
 }
 
 /// How one send ended.
@@ -159,6 +185,8 @@ struct Outbox {
     source: Arc<dyn Source>,
     tap: Arc<Tap>,
     limits: Limits,
+    /// Most bytes of one activity: a peer refuses a larger one (`max_activity_bytes`, the same default).
+    max_bytes: usize,
     routes: HashMap<Uuid, Vec<Domain>>,
     queues: HashMap<Domain, PeerQueue>,
     sequences: HashMap<Uuid, u64>,
@@ -175,11 +203,14 @@ pub async fn run(
     let (done, mut finished) = mpsc::unbounded_channel();
     let limits = federation.settings().outbox.clone();
     let changed = federation.context.followers_changed.clone();
+    let timeout = federation.settings().request_timeout;
+    let max_bytes = federation.settings().max_activity_bytes;
     let mut outbox = Outbox {
         federation,
         source,
         tap,
         limits,
+        max_bytes,
         routes: HashMap::new(),
         queues: HashMap::new(),
         sequences: HashMap::new(),
@@ -201,6 +232,24 @@ pub async fn run(
             }
             () = changed.notified() => outbox.refresh().await,
             Some((peer, sent)) = finished.recv() => outbox.finished(peer, sent),
+            () = outbox.tap.finishing.notified() => {
+                let deadline = tokio::time::Instant::now() + timeout;
+                while let Ok(offer) = offers.try_recv() {
+                    outbox.enqueue(offer);
+                }
+                outbox.recover_overflow().await;
+                outbox.flush();
+                while outbox.queues.values().any(|q| q.sending) {
+                    match tokio::time::timeout_at(deadline, finished.recv()).await {
+                        Ok(Some((peer, sent))) => {
+                            outbox.finished(peer, sent);
+                            outbox.flush();
+                        }
+                        _ => break,
+                    }
+                }
+                return;
+            }
         }
     }
 }
@@ -245,8 +294,7 @@ impl Outbox {
         let mut full = Vec::new();
         for peer in peers {
             let queue = self.queues.entry(peer.clone()).or_default();
-            queue.pending.push_back(sample.clone());
-            bound(&mut queue.pending, self.limits.max_pending_per_peer);
+            queue.push(sample.clone(), self.limits.max_pending_per_peer);
             if queue.pending.len() >= self.limits.max_batch {
                 full.push(peer.clone());
             }
@@ -314,11 +362,12 @@ impl Outbox {
         if queue.sending || queue.retry_at.is_some_and(|at| at > Instant::now()) {
             return;
         }
-        let take = queue.pending.len().min(self.limits.max_batch);
+        let take = batch_len(&queue.pending, self.limits.max_batch, self.max_bytes);
         if take == 0 {
             return;
         }
         let samples: Vec<Sample> = queue.pending.drain(..take).collect();
+        queue.since = (!queue.pending.is_empty()).then(Instant::now);
         queue.sending = true;
         let federation = self.federation.clone();
         let done = self.done.clone();
@@ -343,6 +392,7 @@ impl Outbox {
                 for sample in samples.into_iter().rev() {
                     queue.pending.push_front(sample);
                 }
+                queue.since.get_or_insert_with(Instant::now);
                 bound(&mut queue.pending, self.limits.max_pending_per_peer);
                 queue.backoff = (queue.backoff * 2)
                     .max(Duration::from_secs(1))
@@ -350,7 +400,43 @@ impl Outbox {
                 queue.retry_at = Some(Instant::now() + queue.backoff);
             }
         }
+        // What came in while this batch was on its way goes now if it is due (a full batch, or its
+        // oldest sample waited a flush interval), not at the next tick.
+        if queue.retry_at.is_none() && queue.due(self.limits.max_batch, self.limits.flush_interval)
+        {
+            self.flush_peer(&peer);
+        }
     }
+}
+
+/// What an activity costs beyond its samples, and a sample beyond its value, in JSON (ids, time, commas),
+/// with room to spare.
+const ENVELOPE_BYTES: usize = 1024;
+const SAMPLE_BYTES: usize = 256;
+
+/// How many of the first `pending` samples go in one activity: at most `max_batch`, within `max_bytes`
+/// as JSON (at least one, so a sample is never stuck behind its own size).
+fn batch_len(pending: &VecDeque<Sample>, max_batch: usize, max_bytes: usize) -> usize {
+    let mut bytes = ENVELOPE_BYTES;
+    let mut take = 0;
+    for sample in pending.iter().take(max_batch) {
+        // As serde_json writes a string: control characters as \u00XX, quote and backslash escaped.
+        let value: usize = sample
+            .value
+            .bytes()
+            .map(|b| match b {
+                b'"' | b'\\' => 2,
+                0..0x20 => 6,
+                _ => 1,
+            })
+            .sum();
+        bytes += SAMPLE_BYTES + value;
+        if take > 0 && bytes > max_bytes {
+            break;
+        }
+        take += 1;
+    }
+    take
 }
 
 /// Keeps `pending` within `max`: first only the newest sample of each output, then the newest `max`.
@@ -431,6 +517,32 @@ mod tests {
         assert_eq!(pending.len(), 10);
         assert_eq!(pending.back().map(|s| s.sequence), Some(100));
         assert_eq!(pending.front().map(|s| s.sequence), Some(91));
+    }
+
+    #[test]
+    fn a_batch_stays_within_the_activity_size_a_peer_takes() {
+        let big = |n: u128| Sample {
+            value: "x".repeat(100_000),
+            ..sample(n, 1)
+        };
+        let pending: VecDeque<Sample> = (1..=30).map(big).collect();
+        let take = batch_len(&pending, 1000, 1024 * 1024);
+        assert_eq!(take, 10);
+        let activity = Values {
+            id: "https://a.example/activities/1".parse().unwrap(),
+            kind: ValuesType::Values,
+            actor: "https://a.example/federation/actor".parse().unwrap(),
+            samples: pending.into_iter().take(take).collect(),
+        };
+        assert!(serde_json::to_vec(&activity).unwrap().len() <= 1024 * 1024);
+        let small: VecDeque<Sample> = (1..=3000).map(|i| sample(i, 1)).collect();
+        assert_eq!(batch_len(&small, 1000, 1024 * 1024), 1000);
+        let huge: VecDeque<Sample> = [Sample {
+            value: "x".repeat(2_000_000),
+            ..sample(1, 1)
+        }]
+        .into();
+        assert_eq!(batch_len(&huge, 1000, 1024 * 1024), 1, "never stuck");
     }
 
     #[tokio::test]

@@ -85,7 +85,7 @@ impl Settings {
         Self {
             seconds: env_or("PEPEUNIT_BENCH_SECONDS", 10u64).max(1),
             units: env_or("PEPEUNIT_BENCH_UNITS", 100usize).max(1),
-            rates: env_or("PEPEUNIT_BENCH_RATES", "1000,10000".to_owned())
+            rates: env_or("PEPEUNIT_BENCH_RATES", "1000,10000,20000".to_owned())
                 .split(',')
                 .filter_map(|r| r.trim().parse().ok())
                 .filter(|r| *r > 0)

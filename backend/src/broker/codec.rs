@@ -508,6 +508,7 @@ pub mod reason {
     pub const MALFORMED_PACKET: u8 = 0x81;
     pub const PROTOCOL_ERROR: u8 = 0x82;
     pub const NOT_AUTHORIZED: u8 = 0x87;
+    pub const SERVER_SHUTTING_DOWN: u8 = 0x8b;
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8d;
     pub const SESSION_TAKEN_OVER: u8 = 0x8e;
     pub const PACKET_TOO_LARGE: u8 = 0x95;

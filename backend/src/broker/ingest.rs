@@ -114,11 +114,15 @@ struct Queues {
     units: HashMap<Uuid, UnitQueue>,
     /// Units with queued publishes, in the order they get their next turn.
     turns: VecDeque<Uuid>,
+    /// Set by [`Ingestor::stop`]: nothing more is queued, and the writer ends once the queues are empty.
+    closed: bool,
 }
 
 struct Shared {
     queues: Mutex<Queues>,
     ready: Notify,
+    /// The writer and the trimmer, for [`Ingestor::stop`].
+    tasks: Mutex<Option<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)>>,
     settings: UnitSettings,
     /// When each limit was last logged.
     logged: Mutex<HashMap<&'static str, Instant>>,
@@ -163,19 +167,48 @@ impl Ingestor {
         let shared = Arc::new(Shared {
             queues: Mutex::default(),
             ready: Notify::new(),
+            tasks: Mutex::default(),
             settings: services.units().clone(),
             logged: Mutex::default(),
         });
         let dirty = Arc::new(Mutex::new(Dirty::default()));
         let gate = Arc::new(tokio::sync::Mutex::new(()));
-        tokio::spawn(run(
+        let writer = tokio::spawn(run(
             services.clone(),
             shared.clone(),
             dirty.clone(),
             gate.clone(),
         ));
-        tokio::spawn(run_trims(services, dirty, gate));
+        let trimmer = tokio::spawn(run_trims(services, dirty, gate));
+        *shared
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((writer, trimmer));
         Self { shared }
+    }
+
+    /// Stops taking publishes and waits, until `deadline` at most, for those already queued to be
+    /// committed and answered; the writer and the trimmer then end. For a graceful stop: the database
+    /// may close after it without a batch failing half-way.
+    pub async fn stop(&self, deadline: tokio::time::Instant) {
+        self.shared.queues().closed = true;
+        self.shared.ready.notify_one();
+        let tasks = self
+            .shared
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some((writer, trimmer)) = tasks else {
+            return;
+        };
+        // A trim holds the write gate for one bounded statement; the queued batches come first.
+        trimmer.abort();
+        let writer_abort = writer.abort_handle();
+        if tokio::time::timeout_at(deadline, writer).await.is_err() {
+            tracing::warn!("ingestion still writing at the end of the stop's wait");
+            writer_abort.abort();
+        }
     }
 
     /// Whether `item` is within the size a stored value may have; [`Self::submit`] refuses (and counts)
@@ -232,7 +265,15 @@ impl Ingestor {
         };
         {
             let mut queues = self.shared.queues();
-            let Queues { units, turns } = &mut *queues;
+            let Queues {
+                units,
+                turns,
+                closed,
+            } = &mut *queues;
+            if *closed {
+                // Stopping: not stored, so not acknowledged (the unit sends it again to the next server).
+                return committed;
+            }
             let queue = units.entry(unit).or_insert_with(|| UnitQueue {
                 jobs: VecDeque::new(),
                 budget: semaphore,
@@ -249,10 +290,18 @@ impl Ingestor {
     }
 }
 
-/// Takes the next batch: units in turn, up to [`TURN`] publishes each, until the batch is full.
-fn next_batch(shared: &Shared, batch: &mut Vec<Job>) {
+/// Takes the next batch: units in turn, up to [`TURN`] publishes each, until the batch is full. False
+/// when there is none and there will be no more (stopped).
+fn next_batch(shared: &Shared, batch: &mut Vec<Job>) -> bool {
     let mut queues = shared.queues();
-    let Queues { units, turns } = &mut *queues;
+    let Queues {
+        units,
+        turns,
+        closed,
+    } = &mut *queues;
+    if turns.is_empty() && *closed {
+        return false;
+    }
     let mut bytes = 0;
     while batch.len() < BATCH && bytes < BATCH_BYTES {
         let Some(unit) = turns.pop_front() else {
@@ -281,6 +330,7 @@ fn next_batch(shared: &Shared, batch: &mut Vec<Job>) {
             turns.push_back(unit);
         }
     }
+    true
 }
 
 /// Nodes and units whose history, aggregates or logs may be over their limits.
@@ -348,7 +398,9 @@ async fn run(services: Services, shared: Arc<Shared>, dirty: Arc<Mutex<Dirty>>, 
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(BATCH);
     let mut rounds = 0u64;
     loop {
-        next_batch(&shared, &mut batch);
+        if !next_batch(&shared, &mut batch) {
+            return;
+        }
         if batch.is_empty() {
             shared.ready.notified().await;
             continue;

@@ -349,6 +349,32 @@ impl Broker {
         }
     }
 
+    /// Ends MQTT for a graceful stop: closes every connection (MQTT 5 reason 0x8B, server shutting down),
+    /// waits for them to end, then for the publishes they had handed to ingestion to be committed, all
+    /// until `deadline` at most. After it nothing writes values, so the database may close; what a unit
+    /// had sent without a PUBACK yet it sends again to the next server (QoS 1).
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
+        let open: Vec<Arc<session::Conn>> = self
+            .router
+            .connections()
+            .values()
+            .flat_map(|open| open.values().cloned())
+            .collect();
+        for conn in &open {
+            conn.close(codec::reason::SERVER_SHUTTING_DOWN);
+        }
+        let ended = tokio::time::timeout_at(deadline, async {
+            for conn in &open {
+                conn.finished().await;
+            }
+        })
+        .await;
+        if ended.is_err() {
+            tracing::warn!("MQTT connections still open at the end of the stop's wait");
+        }
+        self.ingestor.stop(deadline).await;
+    }
+
     /// The counters of hit limits.
     pub fn limit_counters(&self) -> &LimitCounters {
         &self.limits.counters

@@ -73,7 +73,7 @@ impl Conn {
         }
     }
 
-    async fn finished(&self) {
+    pub(crate) async fn finished(&self) {
         let mut watch = self.finished.subscribe();
         let _ = watch.wait_for(|done| *done).await;
     }
@@ -340,7 +340,10 @@ where
         End::Disconnect { with_will } => with_will,
         _ => true,
     };
-    if let (Some(will), true, false) = (connect.will, will_wanted, revoked) {
+    // Nor is it when the server stops: the unit did not go away, and it connects again to the next one.
+    let server_stopping = conn.reason() == reason::SERVER_SHUTTING_DOWN;
+    if let (Some(will), true, false, false) = (connect.will, will_wanted, revoked, server_stopping)
+    {
         // Sent when the session ends or the will delay is over, whichever is first (MQTT 5 §3.1.2.5).
         let delay = Duration::from_secs(u64::from(will.delay)).min(expiry);
         send_will(&broker, unit, will, delay);

@@ -622,3 +622,63 @@ async fn a_restart_in_the_middle_of_a_window_continues_it_exactly() {
         assert_same(&parse_aggregates(&body), &expected(&samples, seconds));
     }
 }
+
+#[tokio::test]
+async fn a_series_of_an_output_with_windows_is_read_from_its_stored_aggregates() {
+    let fx = Fixture::new(|_| {}).await;
+    let sensor = device(&fx, "Sensor").await;
+    let node = sensor.node(OUTPUT);
+    // No raw history at all (last value only): whatever the series shows comes from the windows.
+    let (_, body) = fx
+        .server
+        .gql(
+            "mutation($n: ID!) { updateUnitNode(uuid: $n, input: { historyKind: LAST_VALUE,
+                processing: { windows: [{ seconds: 60 }] } }) { uuid } }",
+            json!({ "n": node }),
+            Some(&fx.token),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let base = base();
+    let samples: Vec<(DateTime<Utc>, f64)> = [(1, 4.0), (20, 1.0), (40, 7.0), (65, 2.0), (90, 6.0)]
+        .into_iter()
+        .map(|(offset, value)| (at(base + offset), value))
+        .collect();
+    let items: Vec<Value> = samples
+        .iter()
+        .map(|(t, v)| json!({ "output": OUTPUT, "value": v, "time": t.to_rfc3339() }))
+        .collect();
+    post(&fx, &sensor, Value::from(items)).await;
+    assert!(history(&fx, &node).await.is_empty(), "no raw history kept");
+
+    let series = |aggregate: &'static str, step: i64| {
+        let fx = &fx;
+        let node = node.clone();
+        async move {
+            let (_, body) = fx
+                .server
+                .gql(
+                    "query($u: ID!, $f: DateTime!, $t: DateTime!, $s: Int!, $a: SeriesAggregate!) {
+                        series(nodeUuid: $u, from: $f, to: $t, stepSeconds: $s, aggregate: $a) {
+                            stepSeconds points { time value count } } }",
+                    json!({ "u": node, "f": at(base).to_rfc3339(), "t": at(base + 120).to_rfc3339(),
+                            "s": step, "a": aggregate }),
+                    Some(&fx.token),
+                )
+                .await;
+            assert!(body["errors"].is_null(), "{body}");
+            body["data"]["series"]["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p["value"].as_f64().unwrap(), p["count"].as_i64().unwrap()))
+                .collect::<Vec<_>>()
+        }
+    };
+    // One bucket per stored window: the exact median of each minute.
+    assert_eq!(series("MEDIAN", 60).await, vec![(4.0, 3), (4.0, 2)]);
+    assert_eq!(series("MAX", 60).await, vec![(7.0, 3), (6.0, 2)]);
+    // Two windows combine into a two-minute bucket.
+    assert_eq!(series("AVG", 120).await, vec![(4.0, 5)]);
+    assert_eq!(series("SUM", 120).await, vec![(20.0, 5)]);
+}

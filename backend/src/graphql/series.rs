@@ -73,6 +73,8 @@ impl SeriesQuery {
     /// A variable's numeric history from `from` (inclusive) to `to` (exclusive), in at most `maxPoints`
     /// buckets (2 to 2000; more are 2000) of `stepSeconds` aligned to the Unix epoch; empty buckets are
     /// left out. Samples that are not JSON numbers count only for `COUNT`. Visible as the variable is.
+    /// An output with processing windows answers AVG/MIN/MAX/SUM from its stored window aggregates when a
+    /// window divides the step (MEDIAN when one equals it), and its series reaches back to `from`.
     // A GraphQL field's arguments are its parameters: one each, as the schema shows them.
     #[allow(clippy::too_many_arguments)]
     #[graphql(complexity = "series_cost(max_points, child_complexity)")]

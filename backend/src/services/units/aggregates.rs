@@ -62,6 +62,21 @@ impl From<aggregates::Model> for AggregateRow {
     }
 }
 
+/// The start of the oldest stored window of `node`'s `window_seconds` series, if it has any.
+pub async fn first_window_start(
+    db: &impl ConnectionTrait,
+    node: Uuid,
+    window_seconds: u32,
+) -> Result<Option<DateTime<Utc>>> {
+    Ok(aggregates::Entity::find()
+        .filter(aggregates::Column::UnitNodeUuid.eq(node))
+        .filter(aggregates::Column::WindowSeconds.eq(seconds_column(window_seconds)))
+        .order_by_asc(aggregates::Column::WindowStart)
+        .one(db)
+        .await?
+        .map(|row| row.window_start))
+}
+
 /// The `window_seconds` series of `node` whose windows start in `[from, to)`, oldest first. No visibility
 /// check: the caller has already made sure the actor may read the node. Bounded by the series' retention
 /// (at most [`super::processing::KEEP_COUNT_MAX`] rows).

@@ -9,14 +9,20 @@
 //!
 //! A sample counts when its text is a JSON number (`21.5`, `-3`, `1e3`); other values (text, JSON) are
 //! skipped, except by `COUNT`, which counts every sample.
+//!
+//! An output with processing windows answers from its stored window aggregates instead when they fit the
+//! step ([`stored_points`]).
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use uuid::Uuid;
 
 use crate::domain::InvalidValue;
+use crate::entities::unit_nodes;
 use crate::error::{Error, Result};
+use crate::services::units::aggregates;
 use crate::services::units::links::visible_node;
+use crate::services::units::processing::Processing;
 use crate::services::{Actor, Services};
 
 /// Most points one series returns; more asked for are this many.
@@ -146,22 +152,100 @@ impl Grid {
     }
 }
 
-/// The series of `node` the caller may see (as its history: the unit's visibility), from its raw history.
-/// The grid is planned once and handed to the source of the points, so another source (stored window
-/// aggregates) can answer the same request on the same grid.
+/// The series of `node` the caller may see (as its history: the unit's visibility): from the output's
+/// stored window aggregates when they can answer ([`stored_points`]), else from its raw history.
 pub async fn series(
     services: &Services,
     actor: &Actor,
     node: Uuid,
     request: SeriesRequest,
 ) -> Result<Series> {
-    visible_node(services, actor, node).await?;
+    let (node, _) = visible_node(services, actor, node).await?;
     let grid = Grid::plan(&request)?;
-    let points = raw_points(services.db(), node, grid, &request).await?;
+    let points = match stored_points(services.db(), &node, grid, &request).await? {
+        Some(points) => points,
+        None => raw_points(services.db(), node.uuid, grid, &request).await?,
+    };
     Ok(Series {
         step_seconds: grid.step,
         points,
     })
+}
+
+/// The buckets from `node`'s stored window aggregates (processing), when one of its windows divides the
+/// step and that series reaches back to the range's first window: a day at one-minute steps then reads
+/// 1,440 rows instead of every sample, and the series outlives a short raw history. Buckets are whole
+/// windows. MEDIAN only when a window is the step (medians do not combine); COUNT and LAST always come
+/// from the raw history (they count text samples, and need the sample itself).
+async fn stored_points(
+    db: &impl ConnectionTrait,
+    node: &unit_nodes::Model,
+    grid: Grid,
+    request: &SeriesRequest,
+) -> Result<Option<Vec<Point>>> {
+    if matches!(request.aggregate, Aggregate::Count | Aggregate::Last) {
+        return Ok(None);
+    }
+    let Some(processing) = Processing::of(node) else {
+        return Ok(None);
+    };
+    let Some(window) = processing
+        .windows
+        .iter()
+        .map(|w| w.seconds)
+        .filter(|&w| {
+            let w = i64::from(w);
+            grid.step % w == 0 && (request.aggregate != Aggregate::Median || w == grid.step)
+        })
+        .max()
+    else {
+        return Ok(None);
+    };
+    let seconds = i64::from(window);
+    let first = request.from.timestamp().div_euclid(seconds) * seconds;
+    let Some(from) = DateTime::from_timestamp(first, 0) else {
+        return Ok(None);
+    };
+    match aggregates::first_window_start(db, node.uuid, window).await? {
+        Some(oldest) if oldest <= from => {}
+        _ => return Ok(None),
+    }
+    let rows = aggregates::aggregate_series(db, node.uuid, window, from, request.to).await?;
+    // (bucket, count, sum, min, max, median): rows come oldest first, so buckets do too.
+    let mut buckets: Vec<(i64, i64, f64, f64, f64, f64)> = Vec::new();
+    for row in rows {
+        let bucket = (row.window_start.timestamp() - grid.origin).div_euclid(grid.step);
+        match buckets.last_mut() {
+            Some(last) if last.0 == bucket => {
+                last.1 += row.count;
+                last.2 += row.sum;
+                last.3 = last.3.min(row.min);
+                last.4 = last.4.max(row.max);
+            }
+            _ => buckets.push((bucket, row.count, row.sum, row.min, row.max, row.median)),
+        }
+    }
+    let points = buckets
+        .into_iter()
+        .filter(|b| b.1 > 0)
+        .filter_map(|(bucket, count, sum, min, max, median)| {
+            let value = match request.aggregate {
+                Aggregate::Avg => sum / count as f64,
+                Aggregate::Min => min,
+                Aggregate::Max => max,
+                Aggregate::Sum => sum,
+                _ => median,
+            };
+            let time = DateTime::from_timestamp(grid.origin + bucket * grid.step, 0)
+                .filter(|_| value.is_finite())?;
+            Some(Point {
+                time,
+                value,
+                count: u64::try_from(count).unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok(Some(points))
 }
 
 /// A JSON number in a stored value as a double, NULL otherwise (and for numbers too large for a double).

@@ -1095,3 +1095,70 @@ async fn a_full_kept_session_drops_its_oldest_messages_and_counts_them() {
         Some(2.0)
     );
 }
+
+/// The next message's (payload, retain flag).
+async fn retained_delivery(mqtt: &mut MqttUnit) -> (String, bool) {
+    match mqtt.next(Duration::from_secs(20)).await {
+        Some(Seen::Message {
+            payload, retain, ..
+        }) => (payload, retain),
+        other => panic!("expected a message, saw {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn retained_values_reach_later_subscribers_with_the_retain_flag_until_an_empty_one_clears_them()
+ {
+    let fx = Fixture::new(|_| {}).await;
+    let unit = device(&fx, "Retained").await;
+    let input = unit.topic("set_fan_state/pepeunit");
+    let set = |value: &'static str| {
+        let fx = &fx;
+        let node = unit.node("set_fan_state/pepeunit");
+        async move {
+            let (_, body) = fx
+                .server
+                .gql(
+                    "mutation($u: ID!, $v: String!) { setInputValue(uuid: $u, value: $v) { lastValue } }",
+                    json!({ "u": node, "v": value }),
+                    Some(&fx.token),
+                )
+                .await;
+            assert!(body["errors"].is_null(), "{body}");
+        }
+    };
+    // Nothing retained yet: a subscriber gets nothing.
+    let mut first = unit.connect(&fx).await;
+    first.subscribe_acked(&input).await;
+    first.quiet().await;
+    // A subscriber that is already there gets each value as it is set, without the retain flag
+    // (MQTT 3.1.1 §3.3.1.3, MQTT 5 §3.3.1.3 without Retain As Published).
+    set("on").await;
+    assert_eq!(
+        retained_delivery(&mut first).await,
+        ("on".to_owned(), false)
+    );
+    set("off").await;
+    assert_eq!(
+        retained_delivery(&mut first).await,
+        ("off".to_owned(), false)
+    );
+    drop(first);
+
+    // A later subscriber gets the latest value only, with the retain flag.
+    let mut later = unit.connect(&fx).await;
+    later.subscribe_acked(&input).await;
+    assert_eq!(
+        retained_delivery(&mut later).await,
+        ("off".to_owned(), true)
+    );
+    later.quiet().await;
+
+    // An empty retained value clears it: not delivered to the subscriber, nor to a later one.
+    set("").await;
+    later.quiet().await;
+    drop(later);
+    let mut last = unit.connect(&fx).await;
+    last.subscribe_acked(&input).await;
+    last.quiet().await;
+}

@@ -3,6 +3,7 @@
 //! `input_base_topic` topics and the outputs linked to its inputs. Exact topics only: no wildcards.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use pepeunit_protocol::schema::{INPUT_BASE_TOPICS, OUTPUT_BASE_TOPICS};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -12,7 +13,7 @@ use crate::entities::unit_nodes;
 use crate::error::Result;
 use crate::services::Services;
 use crate::services::units::nodes::{NodeKind, of_unit};
-use crate::services::units::schema_json::{base_topic, linked_outputs, node_topic};
+use crate::services::units::schema_json::{linked_outputs, node_topic};
 
 /// Where a unit's publish goes in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,31 +26,65 @@ pub enum Sink {
     Log,
 }
 
-/// One unit's permissions.
+/// One unit's permissions. Its standard topics (`<domain>/input_base_topic/<unit>/<name>` and
+/// `.../output_base_topic/...`) are recognised by their shape rather than held as strings: every
+/// connected unit keeps its permissions for the life of its connection.
 #[derive(Debug, Clone, Default)]
 pub struct Acl {
-    pub publish: HashMap<String, Sink>,
-    pub subscribe: HashSet<String>,
+    unit: Uuid,
+    domain: Arc<str>,
+    /// The unit's outputs.
+    publish: HashMap<String, Sink>,
+    /// The unit's inputs and the outputs linked to them.
+    subscribe: HashSet<String>,
+}
+
+impl Acl {
+    /// Where a publish of the unit on `topic` goes; `None` if it may not publish there.
+    pub fn sink(&self, topic: &str) -> Option<Sink> {
+        if let Some(sink) = self.publish.get(topic) {
+            return Some(*sink);
+        }
+        match self.standard(topic, "output_base_topic")? {
+            name if name.starts_with("state") => Some(Sink::State),
+            _ => Some(Sink::Log),
+        }
+    }
+
+    /// Whether the unit may subscribe to `topic`.
+    pub fn may_subscribe(&self, topic: &str) -> bool {
+        self.subscribe.contains(topic) || self.standard(topic, "input_base_topic").is_some()
+    }
+
+    /// The name of the unit's standard topic `topic` in `section`, if it is one.
+    fn standard<'t>(&self, topic: &'t str, section: &str) -> Option<&'t str> {
+        let mut uuid = Uuid::encode_buffer();
+        let unit = self.unit.hyphenated().encode_lower(&mut uuid);
+        let name = topic
+            .strip_prefix(&*self.domain)?
+            .strip_prefix('/')?
+            .strip_prefix(section)?
+            .strip_prefix('/')?
+            .strip_prefix(&*unit)?
+            .strip_prefix('/')?;
+        let names: &[&str] = if section == "input_base_topic" {
+            &INPUT_BASE_TOPICS
+        } else {
+            &OUTPUT_BASE_TOPICS
+        };
+        names.contains(&name).then_some(name)
+    }
 }
 
 /// Reads `unit`'s permissions as they stand now.
 pub async fn load(services: &Services, unit: Uuid) -> Result<Acl> {
     let domain = services.units().endpoint.domain.as_str();
     let nodes = of_unit(services.db(), unit).await?;
-    let mut acl = Acl::default();
-    for name in OUTPUT_BASE_TOPICS {
-        let sink = if name.starts_with("state") {
-            Sink::State
-        } else {
-            Sink::Log
-        };
-        acl.publish
-            .insert(base_topic(domain, "output_base_topic", unit, name), sink);
-    }
-    for name in INPUT_BASE_TOPICS {
-        acl.subscribe
-            .insert(base_topic(domain, "input_base_topic", unit, name));
-    }
+    let mut acl = Acl {
+        unit,
+        domain: domain.into(),
+        ..Acl::default()
+    };
     let mut inputs = Vec::new();
     for node in &nodes {
         let topic = node_topic(domain, node.uuid, &node.topic_name);
@@ -68,6 +103,8 @@ pub async fn load(services: &Services, unit: Uuid) -> Result<Acl> {
             acl.subscribe.insert(node_topic(domain, output, &name));
         }
     }
+    acl.publish.shrink_to_fit();
+    acl.subscribe.shrink_to_fit();
     Ok(acl)
 }
 

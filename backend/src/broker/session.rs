@@ -13,11 +13,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 use super::acl::Sink;
@@ -44,22 +44,30 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
 
 /// One open connection, as the rest of the broker sees it: who it is and how to close it.
+///
+/// Kept small, since every idle unit holds one: two atomics and one `Notify` that wakes every waiter on
+/// either change (a waiter checks its own condition again).
 pub(crate) struct Conn {
     pub(crate) unit: Uuid,
-    /// `Some(reason)` once closing; the first reason wins.
-    closed: watch::Sender<Option<u8>>,
+    /// [`OPEN`] until closing, then the MQTT 5 reason; the first reason wins.
+    closed: AtomicU16,
     /// Whether this connection's session outlives it, so a newer one must wait for it to be kept.
     persistent: bool,
     /// True once the connection has ended and kept or dropped its session.
-    finished: watch::Sender<bool>,
+    finished: AtomicBool,
+    changed: Notify,
 }
+
+/// [`Conn::closed`] while the connection is open (reasons are single bytes).
+const OPEN: u16 = u16::MAX;
 
 /// Marks its connection finished when dropped, however `run` returns.
 struct Finished(Arc<Conn>);
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        self.0.finished.send_replace(true);
+        self.0.finished.store(true, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
     }
 }
 
@@ -67,36 +75,49 @@ impl Conn {
     fn new(unit: Uuid, persistent: bool) -> Self {
         Self {
             unit,
-            closed: watch::Sender::new(None),
+            closed: AtomicU16::new(OPEN),
             persistent,
-            finished: watch::Sender::new(false),
+            finished: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Waits until `done` holds. The `Notified` future is taken before each check, so a change between
+    /// the check and the wait still wakes it (`notify_waiters` reaches every future already created).
+    async fn wait_for(&self, done: impl Fn(&Self) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            if done(self) {
+                return;
+            }
+            changed.await;
         }
     }
 
     pub(crate) async fn finished(&self) {
-        let mut watch = self.finished.subscribe();
-        let _ = watch.wait_for(|done| *done).await;
+        self.wait_for(|conn| conn.finished.load(Ordering::SeqCst))
+            .await;
     }
 
     /// Asks the connection to close with an MQTT 5 reason; true if this call closed it.
     pub(crate) fn close(&self, code: u8) -> bool {
-        self.closed.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(code);
-                true
-            } else {
-                false
-            }
-        })
+        let closed = self
+            .closed
+            .compare_exchange(OPEN, u16::from(code), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if closed {
+            self.changed.notify_waiters();
+        }
+        closed
     }
 
     async fn closing(&self) {
-        let mut watch = self.closed.subscribe();
-        let _ = watch.wait_for(Option::is_some).await;
+        self.wait_for(|conn| conn.closed.load(Ordering::SeqCst) != OPEN)
+            .await;
     }
 
     fn reason(&self) -> u8 {
-        self.closed.borrow().unwrap_or(reason::NONE)
+        u8::try_from(self.closed.load(Ordering::SeqCst)).unwrap_or(reason::NONE)
     }
 }
 
@@ -170,6 +191,8 @@ where
         Ok(Packet::Connect(connect)) => connect,
         _ => return,
     };
+    // Neither the packet nor the token is needed past authentication; an idle connection keeps neither.
+    drop(body);
     let version = connect.version;
     // The database calls are boxed: inline, their futures would sit in this task's state for the whole
     // life of the connection.
@@ -195,7 +218,7 @@ where
     };
     // A will is a publish like any other: its topic must be one the unit may publish to.
     if let Some(will) = &connect.will
-        && !acl.publish.contains_key(&will.topic)
+        && acl.sink(&will.topic).is_none()
     {
         tracing::info!(%unit, topic = %will.topic, "mqtt connect refused: will topic not allowed");
         let _ = write
@@ -300,6 +323,9 @@ where
     // A keep-alive of k seconds allows 1.5 k of silence; 0 turns the check off.
     let idle = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let will = connect.will;
+    drop(connect.username);
+    drop(connect.client_id);
     let end = session.serve(&mut reader, idle).await;
     match &end {
         End::Violation(what) => {
@@ -342,7 +368,7 @@ where
     };
     // Nor is it when the server stops: the unit did not go away, and it connects again to the next one.
     let server_stopping = conn.reason() == reason::SERVER_SHUTTING_DOWN;
-    if let (Some(will), true, false, false) = (connect.will, will_wanted, revoked, server_stopping)
+    if let (Some(will), true, false, false) = (will, will_wanted, revoked, server_stopping)
     {
         // Sent when the session ends or the will delay is over, whichever is first (MQTT 5 §3.1.2.5).
         let delay = Duration::from_secs(u64::from(will.delay)).min(expiry);
@@ -408,7 +434,7 @@ fn send_will(broker: &Broker, unit: Uuid, will: Will, delay: Duration) {
             let Ok(acl) = Box::pin(acl::load(broker.services(), unit)).await else {
                 return;
             };
-            let Some(&sink) = acl.publish.get(&will.topic) else {
+            let Some(sink) = acl.sink(&will.topic) else {
                 tracing::info!(%unit, topic = %will.topic, "will not published: topic no longer allowed");
                 return;
             };
@@ -478,7 +504,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut redeliver: std::collections::VecDeque<Vec<u8>> = inflight
         .iter()
         .map(|(id, d)| {
-            codec::publish_with_id(version, &d.topic, &d.payload, d.retain, Some(*id), true)
+            codec::publish_with_id(version, d.topic(), d.payload(), d.retain, Some(*id), true)
         })
         .collect();
     // What is left of a packet the writer was in the middle of when the connection was closed; `None`
@@ -573,8 +599,8 @@ fn encode(
     });
     let bytes = codec::publish_with_id(
         version,
-        &delivery.topic,
-        &delivery.payload,
+        delivery.topic(),
+        delivery.payload(),
         delivery.retain,
         packet_id,
         false,
@@ -734,7 +760,7 @@ impl Session {
             return Some(End::RateLimited("mqtt_publish_bytes"));
         }
         self.fresh_acl().await;
-        let Some(&sink) = self.acl.publish.get(&publish.topic) else {
+        let Some(sink) = self.acl.sink(&publish.topic) else {
             return Some(End::Violation(format!("publish to {}", publish.topic)));
         };
         let item = Item {
@@ -778,10 +804,7 @@ impl Session {
 
     async fn subscribe(&mut self, packet_id: u16, filters: Vec<(String, u8)>) -> Option<End> {
         self.fresh_acl().await;
-        if let Some((denied, _)) = filters
-            .iter()
-            .find(|(f, _)| !self.acl.subscribe.contains(f))
-        {
+        if let Some((denied, _)) = filters.iter().find(|(f, _)| !self.acl.may_subscribe(f)) {
             return Some(End::Violation(format!("subscribe to {denied}")));
         }
         // QoS 2 requests are granted QoS 1, the most this broker delivers at.
@@ -818,12 +841,7 @@ impl Session {
                 .collect()
         };
         for (topic, payload, qos) in retained {
-            let delivery = Delivery {
-                topic: topic.into(),
-                payload: payload.into(),
-                qos,
-                retain: true,
-            };
+            let delivery = Delivery::new(&topic, &payload, qos, true);
             // After the SUBACK (the writer takes control packets first), waiting for room like any
             // other delivery.
             let sent = tokio::select! {

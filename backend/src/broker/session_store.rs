@@ -164,7 +164,7 @@ impl Broker {
                     subscriptions.remove(&topic);
                 }
             }
-            if acl.subscribe.contains(&topic) {
+            if acl.may_subscribe(&topic) {
                 subscriptions.entry(topic.clone()).or_default().insert(
                     id,
                     Subscriber {
@@ -181,9 +181,8 @@ impl Broker {
         let mut held = std::mem::take(&mut *stored.parked.held());
         drop(subscriptions);
         // Permissions are read afresh at every CONNECT: what the unit may no longer receive is not sent.
-        held.inflight
-            .retain(|(_, d)| acl.subscribe.contains(&*d.topic));
-        held.queued.retain(|d| acl.subscribe.contains(&*d.topic));
+        held.inflight.retain(|(_, d)| acl.may_subscribe(d.topic()));
+        held.queued.retain(|d| acl.may_subscribe(d.topic()));
         Resumed {
             present: true,
             subscriptions: kept,

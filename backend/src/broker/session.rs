@@ -368,8 +368,7 @@ where
     };
     // Nor is it when the server stops: the unit did not go away, and it connects again to the next one.
     let server_stopping = conn.reason() == reason::SERVER_SHUTTING_DOWN;
-    if let (Some(will), true, false, false) = (will, will_wanted, revoked, server_stopping)
-    {
+    if let (Some(will), true, false, false) = (will, will_wanted, revoked, server_stopping) {
         // Sent when the session ends or the will delay is over, whichever is first (MQTT 5 §3.1.2.5).
         let delay = Duration::from_secs(u64::from(will.delay)).min(expiry);
         send_will(&broker, unit, will, delay);

@@ -81,18 +81,7 @@ async fn export_then_import_gives_back_the_same_samples() {
             json!({ "output": OUTPUT, "value": v, "time": format!("2026-11-28T06:00:0{i}.123456Z") })
         })
         .collect();
-    let response = fx
-        .server
-        .client
-        .post(
-            fx.server
-                .url(&format!("/api/v1/units/{}/values", sensor.uuid)),
-        )
-        .header("x-auth-token", &sensor.token)
-        .json(&posted)
-        .send()
-        .await
-        .unwrap();
+    let response = sensor.post_values(&fx, &Value::from(posted)).await;
     assert_eq!(response.status(), StatusCode::OK);
 
     let (status, csv) = export(&fx, &sensor.node(OUTPUT), Some(&fx.token), "").await;

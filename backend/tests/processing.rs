@@ -121,16 +121,7 @@ async fn aggregates(fx: &Fixture, node: &str, seconds: i64) -> BTreeMap<i64, Sta
 }
 
 async fn post(fx: &Fixture, unit: &Device, body: Value) -> Value {
-    let response = reqwest::Client::new()
-        .post(
-            fx.server
-                .url(&format!("/api/v1/units/{}/values", unit.uuid)),
-        )
-        .header("x-auth-token", &unit.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = unit.post_values(fx, &body).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }

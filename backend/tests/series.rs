@@ -44,18 +44,7 @@ async fn post(fx: &Fixture, unit: &Device, samples: &[(DateTime<Utc>, Value)]) {
             .iter()
             .map(|(at, value)| json!({ "output": OUTPUT, "value": value, "time": rfc(*at) }))
             .collect();
-        let response = fx
-            .server
-            .client
-            .post(
-                fx.server
-                    .url(&format!("/api/v1/units/{}/values", unit.uuid)),
-            )
-            .header("x-auth-token", &unit.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = unit.post_values(fx, &Value::from(body)).await;
         assert_eq!(
             response.status(),
             StatusCode::OK,

@@ -205,6 +205,21 @@ impl Device {
         format!("{domain}/{section}/{}/{name}/pepeunit", self.uuid)
     }
 
+    /// Posts a batch of output values as this unit does over REST (`POST /api/v1/units/{uuid}/values`).
+    pub async fn post_values(&self, fx: &Fixture, batch: &serde_json::Value) -> reqwest::Response {
+        fx.server
+            .client
+            .post(
+                fx.server
+                    .url(&format!("/api/v1/units/{}/values", self.uuid)),
+            )
+            .header("x-auth-token", &self.token)
+            .json(batch)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Connects over MQTT as this unit.
     pub async fn connect(&self, fx: &Fixture) -> super::mqtt::MqttUnit {
         super::mqtt::connect(&fx.server, &self.uuid, &self.token)

@@ -1207,6 +1207,43 @@ async fn a_user_previews_a_remote_units_outputs_before_linking() {
 // ---------------------------------------------------------------------------------------------------
 // Restarts: the newest value of each linked output is not lost.
 
+/// The restart tests' set-up: two sensors on B, each linked into one display unit on A.
+struct TwoSensors {
+    greenhouse: Flow,
+    barn: Flow,
+    display: Device,
+    greenhouse_topic: String,
+    barn_topic: String,
+}
+
+impl TwoSensors {
+    /// Links them and returns them with the display connected, subscribed and warmed up.
+    async fn linked(a: &Instance, b: &Instance) -> (Self, MqttUnit) {
+        let greenhouse = sensor(b, "greenhouse").await;
+        let barn = sensor(b, "barn").await;
+        let display = device(&a.fx, "display").await;
+        let (_, greenhouse_topic) = link(a, b, &greenhouse.sensor, &display).await;
+        let (_, barn_topic) = link(a, b, &barn.sensor, &display).await;
+        let mut display_mqtt = display.connect(&a.fx).await;
+        display_mqtt.subscribe(&greenhouse_topic).await;
+        display_mqtt.subscribe(&barn_topic).await;
+        warm_up(
+            &[&greenhouse, &barn],
+            &mut display_mqtt,
+            &[greenhouse_topic.as_str(), barn_topic.as_str()],
+        )
+        .await;
+        let sensors = Self {
+            greenhouse,
+            barn,
+            display,
+            greenhouse_topic,
+            barn_topic,
+        };
+        (sensors, display_mqtt)
+    }
+}
+
 /// A's values while it was down: B keeps them and sends them once A is back; A's unit, which connects
 /// again after the restart, gets the newest value of each output, with samples applied in order and
 /// none twice.
@@ -1215,20 +1252,16 @@ async fn the_newest_value_of_each_output_reaches_an_instance_that_restarted() {
     let a = Instance::start().await;
     let b = Instance::start().await;
     peer(&a, &b).await;
-    let mut greenhouse = sensor(&b, "greenhouse").await;
-    let mut barn = sensor(&b, "barn").await;
-    let display = device(&a.fx, "display").await;
-    let (_, greenhouse_topic) = link(&a, &b, &greenhouse.sensor, &display).await;
-    let (_, barn_topic) = link(&a, &b, &barn.sensor, &display).await;
-    let mut display_mqtt = display.connect(&a.fx).await;
-    display_mqtt.subscribe(&greenhouse_topic).await;
-    display_mqtt.subscribe(&barn_topic).await;
-    warm_up(
-        &[&greenhouse, &barn],
-        &mut display_mqtt,
-        &[greenhouse_topic.as_str(), barn_topic.as_str()],
-    )
-    .await;
+    let (
+        TwoSensors {
+            mut greenhouse,
+            mut barn,
+            display,
+            greenhouse_topic,
+            barn_topic,
+        },
+        display_mqtt,
+    ) = TwoSensors::linked(&a, &b).await;
     drop(display_mqtt);
 
     // A stops; B's units go on publishing and B acknowledges (stores) every value.
@@ -1290,20 +1323,16 @@ async fn the_newest_value_of_each_output_reaches_a_peer_after_the_home_instance_
     let a = Instance::start().await;
     let b = Instance::start().await;
     peer(&a, &b).await;
-    let mut greenhouse = sensor(&b, "greenhouse").await;
-    let mut barn = sensor(&b, "barn").await;
-    let display = device(&a.fx, "display").await;
-    let (_, greenhouse_topic) = link(&a, &b, &greenhouse.sensor, &display).await;
-    let (_, barn_topic) = link(&a, &b, &barn.sensor, &display).await;
-    let mut display_mqtt = display.connect(&a.fx).await;
-    display_mqtt.subscribe(&greenhouse_topic).await;
-    display_mqtt.subscribe(&barn_topic).await;
-    warm_up(
-        &[&greenhouse, &barn],
-        &mut display_mqtt,
-        &[greenhouse_topic.as_str(), barn_topic.as_str()],
-    )
-    .await;
+    let (
+        TwoSensors {
+            mut greenhouse,
+            mut barn,
+            display,
+            greenhouse_topic,
+            barn_topic,
+        },
+        mut display_mqtt,
+    ) = TwoSensors::linked(&a, &b).await;
 
     // B stops right after its PUBACKs, and starts again.
     let mut published = Vec::new();
